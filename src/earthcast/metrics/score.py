@@ -1,0 +1,186 @@
+"""Score saved forecasts: one function from arrays to a flat dictionary (used by ``earthcast score``).
+
+Axis legend: ``n`` sample, ``t`` lead time, ``h``/``w`` space, ``c`` channel.
+
+``score_arrays`` validates its inputs up front, then streams the samples through the metric
+objects of this package in chunks, so memory-mapped arrays larger than RAM can be scored.
+
+Kinds:
+
+* ``"sevir"``: VIL. ``csi@τ, pod@τ, sucr@τ, bias@τ, hss@τ`` for the SEVIR thresholds and
+  ``csi_m`` (aggregated with ``mode``), plus pixel-mean ``mse`` and ``mae`` on the [0, 1] scale.
+  Target pixels equal to 255 (byte units) or NaN are missing and excluded everywhere.
+* ``"enso"``: normalised SST on the 24 × 48 grid. ``c_nino34_m, c_nino34_wm, nino_rmse, mse``
+  and the per-lead correlation ``cor``.
+* ``"continuous"``: pixel-mean ``mse`` and ``mae`` on the data's own scale and frame-wise
+  ``ssim`` with ``data_range`` 1 (scale ``"01"``) or 255 (scale ``"255"``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+from torchmetrics import Metric
+from tqdm.auto import tqdm
+
+from earthcast.metrics.categorical import SEVIR_SCALE, SEVIR_THRESHOLDS, ContingencyScores
+from earthcast.metrics.continuous import MAE, MSE, SSIM
+from earthcast.metrics.enso import ENSO_GRID, NINO_WINDOW, EnsoScores
+
+Kind = Literal["sevir", "enso", "continuous"]
+ScaleName = Literal["01", "255"]
+KINDS = ("sevir", "enso", "continuous")
+SCALES = ("01", "255")
+MODES = ("0", "1", "2")
+SSIM_MIN_SIZE = 11
+"""SSIM's default Gaussian window is 11 × 11, so frames must be at least that large."""
+
+
+def score_arrays(
+    pred: np.ndarray,
+    target: np.ndarray,
+    kind: Kind = "sevir",
+    scale: ScaleName = "01",
+    mode: str = "0",
+    chunk_size: int = 16,
+    progress: bool | None = None,
+) -> dict[str, float | list[float]]:
+    """Score forecasts against targets.
+
+    Args:
+        pred: ``(N, T, H, W)`` or ``(N, T, H, W, C)`` forecasts (a channel axis is added to 4-D
+            input). Must be finite.
+        target: same shape as ``pred``; NaN (and 255 in byte units for ``"sevir"``) is missing.
+        kind: ``"sevir"``, ``"enso"`` or ``"continuous"`` (see the module docstring).
+        scale: value scale of the arrays, ``"01"`` or ``"255"`` (bytes); ``"enso"`` needs ``"01"``.
+        mode: aggregation of the categorical scores (``"sevir"`` only): ``"0"`` pooled,
+            ``"1"`` per lead time (lists), ``"2"`` per lead time then averaged.
+        chunk_size: samples per chunk.
+        progress: show a tqdm bar; None shows it only when stderr is a terminal.
+
+    Returns:
+        Flat dictionary of Python floats (scalars) and lists of floats (per-lead vectors).
+
+    Raises:
+        ValueError: unknown ``kind``/``scale``/``mode``, wrong ``ndim``, shape mismatch,
+            non-finite predictions, a grid unsuitable for the kind, or an all-missing target.
+    """
+    mode = str(mode)
+    _check_options(kind, scale, mode)
+    pred, target = _as_5d(pred, "pred"), _as_5d(target, "target")
+    _check_shapes(pred, target, kind)
+    metrics = _build_metrics(kind, scale, mode)
+    n_samples, n_valid = pred.shape[0], 0
+    show = sys.stderr.isatty() if progress is None else progress
+    for start in tqdm(range(0, n_samples, chunk_size), desc=f"scoring {kind}", unit="chunk", disable=not show):
+        p = _chunk(pred, start, chunk_size, "pred", allow_nan=False)
+        t = _chunk(target, start, chunk_size, "target", allow_nan=True)
+        if kind == "sevir":
+            p, t = _sevir_to_01(p, t, scale)
+        n_valid += int((~torch.isnan(t)).sum())
+        for metric in metrics.values():
+            metric.update(p, t)
+    if n_valid == 0:
+        missing = "NaN or 255 (bytes)" if kind == "sevir" else "NaN"
+        raise ValueError(
+            f"score_arrays: every target pixel is missing ({missing}), so nothing can be scored. "
+            "Check that the right target file was given and that it was not scaled twice."
+        )
+    result: dict[str, float | list[float]] = {}
+    for name, metric in metrics.items():
+        value = metric.compute()
+        values = value if isinstance(value, dict) else {name: value}
+        result.update({key: _to_python(v) for key, v in values.items()})
+    return result
+
+
+def _check_options(kind: str, scale: str, mode: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"score_arrays: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if scale not in SCALES:
+        raise ValueError(f"score_arrays: unknown scale {scale!r}; use '01' for [0, 1] data or '255' for bytes")
+    if mode not in MODES:
+        raise ValueError(
+            f"score_arrays: unknown mode {mode!r}; use '0' (pooled), '1' (per lead) or '2' (lead mean)"
+        )
+    if kind == "enso" and scale != "01":
+        raise ValueError("score_arrays: kind='enso' expects min-max normalised SST; pass scale='01'")
+
+
+def _as_5d(array: np.ndarray, name: str) -> np.ndarray:
+    if not hasattr(array, "ndim"):
+        array = np.asarray(array)
+    if array.ndim == 4:
+        return array[..., np.newaxis]
+    if array.ndim != 5:
+        raise ValueError(
+            f"score_arrays: {name} must be (N, T, H, W) or (N, T, H, W, C), got {array.ndim}-D shape "
+            f"{tuple(array.shape)}; reshape it, e.g. add a sample axis with array[None]"
+        )
+    return array
+
+
+def _check_shapes(pred: np.ndarray, target: np.ndarray, kind: str) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"score_arrays: pred shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}; "
+            "they must match sample for sample (check the number of output frames and the layout NTHWC)"
+        )
+    _, t, h, w, _ = pred.shape
+    if kind == "enso" and ((h, w) != ENSO_GRID or t < NINO_WINDOW):
+        raise ValueError(
+            f"score_arrays: kind='enso' needs SST on the 24×48 grid with at least {NINO_WINDOW} months, "
+            f"got T={t}, H×W={h}×{w}"
+        )
+    if kind == "continuous" and min(h, w) < SSIM_MIN_SIZE:
+        raise ValueError(
+            f"score_arrays: kind='continuous' computes SSIM with an 11×11 window; frames are {h}×{w}. "
+            "Use larger frames or score them with MSE/MAE from earthcast.metrics directly"
+        )
+
+
+def _chunk(array: np.ndarray, start: int, size: int, name: str, allow_nan: bool) -> Tensor:
+    chunk = torch.from_numpy(np.asarray(array[start : start + size], dtype=np.float32))
+    bad = torch.isinf(chunk) if allow_nan else ~torch.isfinite(chunk)
+    if bool(bad.any()):
+        sample = start + int(torch.nonzero(bad)[0, 0])
+        what = "inf" if allow_nan else "NaN or inf"
+        raise ValueError(
+            f"score_arrays: {name} contains {what} (first in sample {sample}). "
+            + (
+                "Predictions must be finite: fix the model output or clip it (np.nan_to_num)."
+                if not allow_nan
+                else "Mark missing target pixels with NaN instead of inf."
+            )
+        )
+    return chunk
+
+
+def _sevir_to_01(pred: Tensor, target: Tensor, scale: str) -> tuple[Tensor, Tensor]:
+    """Bring SEVIR chunks to [0, 1] and mark missing target pixels (byte value 255) as NaN."""
+    if scale == "255":
+        pred, target = pred / SEVIR_SCALE, target / SEVIR_SCALE
+    missing = target * SEVIR_SCALE >= SEVIR_SCALE - 0.5  # rounds to 255
+    return pred, target.masked_fill(missing, torch.nan)
+
+
+def _build_metrics(kind: str, scale: str, mode: str) -> dict[str, Metric]:
+    if kind == "sevir":
+        return {
+            "categorical": ContingencyScores(SEVIR_THRESHOLDS, mode=mode, scale=SEVIR_SCALE),
+            "mse": MSE(),
+            "mae": MAE(),
+        }
+    if kind == "enso":
+        return {"enso": EnsoScores()}
+    data_range = 1.0 if scale == "01" else 255.0
+    return {"mse": MSE(), "mae": MAE(), "ssim": SSIM(data_range=data_range)}
+
+
+def _to_python(value: Tensor) -> float | list[float]:
+    return float(value) if value.ndim == 0 else [float(v) for v in rearrange(value, "... -> (...)")]

@@ -1,0 +1,47 @@
+"""Model registry: ``create_model(name, **overrides)`` and ``list_models()``.
+
+Every entry is a factory taking keyword overrides and returning an ``nn.Module`` that follows the
+``Forecaster`` contract ``(B, T_in, H, W, C) → (B, T_out, H, W, C)``. Third-party packages add
+models through the ``earthcast.models`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from earthcast._registry import Registry
+
+MODELS: Registry[nn.Module] = Registry("model", "earthcast.models")
+
+
+def _earthformer_factory(preset: str):
+    def build(**overrides: Any) -> nn.Module:
+        from earthcast.models.earthformer import Earthformer, get_preset
+
+        return Earthformer(get_preset(preset), **overrides)
+
+    build.__doc__ = f"Earthformer with the '{preset}' preset."
+    return build
+
+
+def _register_builtins() -> None:
+    from earthcast.models.earthformer.presets import PRESETS
+
+    for name in PRESETS:
+        MODELS.add(name, _earthformer_factory(name))
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build registered model ``name``; ``overrides`` replace fields of its config."""
+    return MODELS.create(name, **overrides)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, optionally filtered by a substring."""
+    names = MODELS.names()
+    return [n for n in names if pattern is None or pattern in n]
+
+
+_register_builtins()

@@ -1,0 +1,106 @@
+"""Earthformer (Gao et al., NeurIPS 2022): a hierarchical cuboid-attention encoder-decoder.
+
+``(B, T_in, H, W, C_in)`` → stem → positional embedding → encoder (levels of cuboid
+self-attention, patch merging; optional global vectors) → learned initial queries → decoder
+(self + cross attention, upsampling) → head → ``(B, T_out, H, W, C_out)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from earthcast.models.earthformer.config import EarthformerConfig
+from earthcast.models.earthformer.decoder import EarthformerDecoder
+from earthcast.models.earthformer.encoder import EarthformerEncoder
+from earthcast.nn.embeddings import SpaceTimePosEmbed
+from earthcast.nn.init import init_earthformer_
+from earthcast.nn.stems import ConvHead, ConvStem, StackConvHead, StackConvStem
+
+
+class Earthformer(nn.Module):
+    """Earthformer forecaster; build from an :class:`EarthformerConfig` (plus keyword overrides)."""
+
+    def __init__(self, config: EarthformerConfig | None = None, **overrides) -> None:
+        super().__init__()
+        cfg = (config or EarthformerConfig()).replace(**overrides) if overrides else (config or EarthformerConfig())
+        self.config = cfg
+        t_in, _, _, _ = cfg.input_shape
+        t_out, _, _, c_out = cfg.target_shape
+        self.stem, self.head, head_dim = _build_stem_and_head(cfg)
+        _, h0, w0, _ = self.stem.out_shape(cfg.input_shape)
+        self.enc_pos = SpaceTimePosEmbed(cfg.base_units, t_in, h0, w0, cfg.pos_embed_type)
+        self.encoder = EarthformerEncoder(cfg, (t_in, h0, w0, cfg.base_units))
+        self.mem_shapes = self.encoder.mem_shapes
+        _, h_top, w_top, d_top = self.mem_shapes[-1]
+        self.global_vectors = (
+            nn.Parameter(torch.zeros(cfg.num_global_vectors, cfg.global_dim_ratio * cfg.base_units))
+            if cfg.num_global_vectors > 0
+            else None
+        )
+        self.z_proj = nn.Linear(d_top, d_top)
+        self.dec_pos = SpaceTimePosEmbed(d_top, t_out, h_top, w_top, cfg.pos_embed_type)
+        self.decoder = EarthformerDecoder(cfg, self.mem_shapes)
+        self.out_proj = nn.Linear(head_dim, c_out)
+        init_earthformer_(self)
+        if self.global_vectors is not None:
+            nn.init.trunc_normal_(self.global_vectors, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Forecast: ``x (B, T_in, H, W, C_in)`` → ``(B, T_out, H, W, C_out)``."""
+        self._check_input(x)
+        x = self.enc_pos(self.stem(x))  # (B, T_in, H0, W0, D0)
+        memories, mem_globals = self._encode(x)  # [(B, T_in, H_i, W_i, D_i)]
+        z = self._init_queries(memories[-1])  # (B, T_out, H_L, W_L, D_L)
+        z = self.decoder(z, memories, mem_globals)  # (B, T_out, H0, W0, D0)
+        return self.out_proj(self.head(z))  # (B, T_out, H, W, C_out)
+
+    def _check_input(self, x: Tensor) -> None:
+        expected = self.config.input_shape
+        if x.ndim != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"Earthformer expects input (B, T, H, W, C) = (B, {', '.join(map(str, expected))}), got "
+                f"{tuple(x.shape)}; build the model with input_shape matching your data"
+            )
+
+    def _encode(self, x: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
+        if self.global_vectors is None:
+            return self.encoder(x)
+        g = self.global_vectors.expand(x.shape[0], -1, -1)  # (B, P, ratio·D0)
+        return self.encoder(x, g)
+
+    def _init_queries(self, top: Tensor) -> Tensor:
+        """Initial decoder state from the coarsest memory ``top (B, T_in, H, W, D)`` (SPEC §2.5)."""
+        t_out = self.config.target_shape[0]
+        b, _, h, w, d = top.shape
+        method = self.config.z_init_method
+        if method == "zeros":
+            z = self.dec_pos(top.new_zeros(1, t_out, h, w, d))  # learned queries, same for all samples
+            return self.z_proj(z).expand(b, -1, -1, -1, -1)
+        if method == "nearest_interp":
+            z = F.interpolate(rearrange(top, "b t h w d -> b d t h w"), size=(t_out, h, w), mode="nearest")
+            z = rearrange(z, "b d t h w -> b t h w d")
+        elif method == "last":
+            z = top[:, -1:].expand(b, t_out, h, w, d)
+        else:  # mean
+            z = top.mean(dim=1, keepdim=True).expand(b, t_out, h, w, d)
+        return self.z_proj(z)
+
+
+def _build_stem_and_head(cfg: EarthformerConfig) -> tuple[nn.Module, nn.Module, int]:
+    """Stem, head and the head's output width for ``cfg.stem``."""
+    t_in, h, w, c_in = cfg.input_shape
+    if cfg.stem == "conv":
+        stem = ConvStem(c_in, cfg.base_units, cfg.stem_scale, cfg.stem_conv_layers, cfg.stem_activation,
+                        cfg.padding_type)
+        head = ConvHead(cfg.base_units, (h, w), cfg.head_conv_layers, cfg.stem_activation)
+        return stem, head, cfg.base_units
+    if cfg.stack_dims[-1] != cfg.base_units:
+        raise ValueError(f"stack_dims[-1]={cfg.stack_dims[-1]} must equal base_units={cfg.base_units}")
+    stem = StackConvStem(c_in, cfg.stack_dims, cfg.stack_factors, cfg.stack_num_convs, cfg.stem_activation,
+                         cfg.padding_type)
+    sizes = [(h, w)] + [s[1:3] for s in stem.stage_shapes(cfg.input_shape)[:-1]]
+    head = StackConvHead(cfg.stack_dims, sizes, cfg.stack_num_convs, cfg.stem_activation)
+    return stem, head, cfg.stack_dims[0]

@@ -1,0 +1,1 @@
+"""Reusable neural-network building blocks (no Lightning, no I/O)."""

@@ -1,0 +1,143 @@
+"""Cuboid decomposition: clamp → pad → cyclic shift → regroup into cuboids, and its exact inverse.
+
+Axis legend: ``b`` batch, ``t h w`` grid axes, ``c`` channels, ``n`` cuboid count, ``v`` cuboid
+volume; per axis ``nt`` = number of cuboids along T and ``bt`` = cuboid extent along T (same for h, w).
+
+Index maps (SPEC §1.1), per axis with padded length ``L`` and cuboid extent ``b``:
+
+* local  (``"l"``): grid position ``p = n·b + i`` → einops group ``(nt bt)``
+* dilated (``"d"``): grid position ``p = i·(L/b) + n`` → einops group ``(bt nt)``
+
+The ``n`` cuboids are ordered ``(nt, nh, nw)`` row-major, tokens inside a cuboid ``(bt, bh, bw)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+Strategy = Literal["l", "d"]
+PaddingType = Literal["ignore", "zeros", "nearest"]
+Size3 = tuple[int, int, int]
+
+PADDING_TYPES = ("ignore", "zeros", "nearest")
+_AXES = ("t", "h", "w")
+
+
+def normalize_strategy(strategy: str | Sequence[str]) -> tuple[str, str, str]:
+    """Accept ``"l"``, ``"lld"``, ``("l", "l", "d")`` or ``"local"``/``"dilated"`` → 3-tuple of l/d."""
+    if isinstance(strategy, str):
+        if strategy in ("local", "dilated"):
+            strategy = strategy[0] * 3
+        strategy = tuple(strategy) if len(strategy) == 3 else (strategy,) * 3
+    out = tuple(s[0] if s in ("local", "dilated") else s for s in strategy)
+    if len(out) != 3 or any(s not in ("l", "d") for s in out):
+        raise ValueError(f"strategy must be three of 'l' (local) / 'd' (dilated), got {strategy!r}")
+    return out  # type: ignore[return-value]
+
+
+def clamp_cuboid(
+    shape: Sequence[int], cuboid_size: Sequence[int], shift_size: Sequence[int], strategy: Sequence[str]
+) -> tuple[Size3, Size3]:
+    """Runtime clamping of SPEC §1.2.
+
+    Dilated axes never shift; an axis whose data size is ≤ the requested cuboid extent gets the
+    data size as extent and no shift.
+    """
+    cuboid, shift = list(cuboid_size), list(shift_size)
+    for i, size in enumerate(shape):
+        if strategy[i] == "d":
+            shift[i] = 0
+        if size <= cuboid[i]:
+            cuboid[i] = size
+            shift[i] = 0
+    return tuple(cuboid), tuple(shift)  # type: ignore[return-value]
+
+
+def pad_amounts(shape: Sequence[int], cuboid_size: Sequence[int]) -> Size3:
+    """Amount appended to each axis so it divides into whole cuboids."""
+    return tuple((b - s % b) % b for s, b in zip(shape, cuboid_size))  # type: ignore[return-value]
+
+
+def pad(x: Tensor, pads: Sequence[int], padding_type: str, time_pad_left: bool = False) -> Tensor:
+    """Pad ``x (B, T, H, W, C)`` by ``pads=(pt, ph, pw)`` at the end of each axis.
+
+    ``zeros``/``ignore`` append zeros (``ignore`` masks them later); ``nearest`` resizes the grid
+    with nearest interpolation instead. ``time_pad_left`` pads time at the start (cross-attention
+    memory, so its last frame stays aligned).
+    """
+    pt, ph, pw = pads
+    if pt == ph == pw == 0:
+        return x
+    if padding_type == "nearest":
+        _, t, h, w, _ = x.shape
+        return _resize(x, (t + pt, h + ph, w + pw))
+    t_pad = (pt, 0) if time_pad_left else (0, pt)
+    return F.pad(x, (0, 0, 0, pw, 0, ph, *t_pad))
+
+
+def unpad(x: Tensor, pads: Sequence[int], padding_type: str) -> Tensor:
+    """Inverse of :func:`pad` (crop, or resize back for ``nearest``). ``x (B, T', H', W', C)``."""
+    pt, ph, pw = pads
+    if pt == ph == pw == 0:
+        return x
+    _, t, h, w, _ = x.shape
+    if padding_type == "nearest":
+        return _resize(x, (t - pt, h - ph, w - pw))
+    return x[:, : t - pt, : h - ph, : w - pw]
+
+
+def _resize(x: Tensor, size: Size3) -> Tensor:
+    x = rearrange(x, "b t h w c -> b c t h w")
+    x = F.interpolate(x, size=size, mode="nearest")
+    return rearrange(x, "b c t h w -> b t h w c")
+
+
+def roll(x: Tensor, shift: Sequence[int], inverse: bool = False, first_axis: int = 1) -> Tensor:
+    """Cyclic shift by ``-shift`` (or ``+shift`` when ``inverse``) over the three grid axes."""
+    if not any(shift):
+        return x
+    sign = 1 if inverse else -1
+    return torch.roll(x, shifts=tuple(sign * s for s in shift), dims=tuple(range(first_axis, first_axis + 3)))
+
+
+def _group(axis: str, strategy: str) -> str:
+    # local: the cuboid index varies slowest; dilated: the in-cuboid index varies slowest
+    return f"(n{axis} b{axis})" if strategy == "l" else f"(b{axis} n{axis})"
+
+
+def _grid_pattern(strategy: Sequence[str]) -> str:
+    return " ".join(_group(a, s) for a, s in zip(_AXES, strategy))
+
+
+def decompose(x: Tensor, cuboid_size: Sequence[int], strategy: Sequence[str]) -> Tensor:
+    """Regroup a divisible grid into cuboids: ``(B, T, H, W, C)`` → ``(B, n, v, C)``."""
+    bt, bh, bw = cuboid_size
+    return rearrange(
+        x,
+        f"b {_grid_pattern(strategy)} c -> b (nt nh nw) (bt bh bw) c",
+        bt=bt,
+        bh=bh,
+        bw=bw,
+    )
+
+
+def merge(x: Tensor, cuboid_size: Sequence[int], strategy: Sequence[str], grid: Sequence[int]) -> Tensor:
+    """Inverse of :func:`decompose`: ``(B, n, v, C)`` → ``(B, T, H, W, C)`` for the padded ``grid``."""
+    bt, bh, bw = cuboid_size
+    t, h, w = grid
+    return rearrange(
+        x,
+        f"b (nt nh nw) (bt bh bw) c -> b {_grid_pattern(strategy)} c",
+        nt=t // bt,
+        nh=h // bh,
+        nw=w // bw,
+        bt=bt,
+        bh=bh,
+        bw=bw,
+    )

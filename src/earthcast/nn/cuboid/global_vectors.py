@@ -1,0 +1,122 @@
+"""Global vectors: P learned tokens through which isolated cuboids exchange information (SPEC §1.7).
+
+Inside one cuboid self-attention layer:
+
+* tokens → globals ("l2g"): each token's key/value set is its cuboid plus the P globals, one
+  joint softmax over ``v + P`` keys;
+* globals → tokens ("g2l"): each global queries every token of the (padded, shifted) grid,
+  optionally also the globals themselves (``use_global_self_attn``), one joint softmax.
+
+Projections are either shared (tokens reuse their own q/k/v; globals get one ``Linear(C→3C)``) or
+separate (five projections, allowing a global width ``global_dim_ratio·C``).
+
+Axis legend: ``b`` batch, ``n`` cuboids, ``v`` volume, ``h`` heads, ``d`` head width, ``p`` globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from earthcast.nn.norm import make_norm
+
+
+@dataclass
+class GlobalKeys:
+    """What tokens need to read the globals: optional own query, and the globals' keys/values."""
+
+    token_query: Tensor | None  # (B, n, h, v, d) or None (reuse the token query)
+    key: Tensor  # (B, h, P, d)
+    value: Tensor  # (B, h, P, d)
+
+
+class GlobalVectorPaths(nn.Module):
+    """Projections and norms of the global-vector paths of one cuboid self-attention layer."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        separate_qkv: bool,
+        use_self_attn: bool,
+        dim_ratio: int = 1,
+        qkv_bias: bool = False,
+        norm: str = "layer_norm",
+        use_final_proj: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim_ratio != 1 and not separate_qkv:
+            raise ValueError("global_dim_ratio != 1 needs separate_global_qkv=True")
+        self.heads = num_heads
+        self.separate = separate_qkv
+        self.use_self_attn = use_self_attn
+        gdim = dim * dim_ratio
+        self.gdim = gdim
+        self.norm = make_norm(norm, gdim)
+        if separate_qkv:
+            self.token_q = nn.Linear(dim, dim, bias=qkv_bias)  # tokens' query for reading globals
+            self.kv = nn.Linear(gdim, 2 * dim, bias=qkv_bias)  # globals as keys/values for tokens
+            self.q = nn.Linear(gdim, dim, bias=qkv_bias)  # globals' query for reading tokens
+            self.token_k = nn.Linear(dim, dim, bias=qkv_bias)
+            self.token_v = nn.Linear(dim, gdim, bias=qkv_bias)
+            self.self_qkv = nn.Linear(gdim, 3 * gdim, bias=qkv_bias) if use_self_attn else None
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(gdim, gdim) if use_final_proj else nn.Identity()
+
+    def shared_qkv(self, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Shared mode: ``g (B, P, C)`` → q, k, v each ``(B, h, P, d)``."""
+        return rearrange(self.qkv(g), "b p (three h d) -> three b h p d", three=3, h=self.heads).unbind(0)
+
+    def keys_for_tokens(self, g: Tensor, tokens: Tensor) -> GlobalKeys:
+        """Keys/values of the (normed) globals ``g (B, P, Cg)`` as seen by ``tokens (B, n, v, C)``."""
+        if not self.separate:
+            _, k, v = self.shared_qkv(g)
+            return GlobalKeys(None, k, v)
+        token_q = rearrange(self.token_q(tokens), "b n v (h d) -> b n h v d", h=self.heads)
+        k, v = rearrange(self.kv(g), "b p (two h d) -> two b h p d", two=2, h=self.heads).unbind(0)
+        return GlobalKeys(token_q, k, v)
+
+    def update_inputs(
+        self, g: Tensor, tokens: Tensor, token_k: Tensor, token_v: Tensor
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Query/key/value blocks for the globals' read of all tokens (and of themselves).
+
+        Args:
+            g: normed globals ``(B, P, Cg)``; tokens: normed tokens ``(B, n, v, C)``;
+            token_k/token_v: the tokens' own keys/values ``(B, n, h, v, d)`` (shared mode).
+
+        Returns:
+            per-block queries ``(B, h, P, ·)``, keys ``(B, h, L_j, ·)``, values ``(B, h, L_j, dg)``.
+        """
+        flat = "b n h v d -> b h (n v) d"
+        if not self.separate:
+            q, k, v = self.shared_qkv(g)
+            keys, values = [rearrange(token_k, flat)], [rearrange(token_v, flat)]
+            if self.use_self_attn:
+                keys.append(k)
+                values.append(v)
+            return [q] * len(keys), keys, values
+        q = rearrange(self.q(g), "b p (h d) -> b h p d", h=self.heads)
+        k_tok = rearrange(self.token_k(tokens), "b n v (h d) -> b h (n v) d", h=self.heads)
+        v_tok = rearrange(self.token_v(tokens), "b n v (h d) -> b h (n v) d", h=self.heads)
+        queries, keys, values = [q], [k_tok], [v_tok]
+        if self.use_self_attn:
+            gq, gk, gv = rearrange(self.self_qkv(g), "b p (three h d) -> three b h p d", three=3, h=self.heads)
+            queries.append(gq)
+            keys.append(gk)
+            values.append(gv)
+        return queries, keys, values
+
+    @staticmethod
+    def token_key_mask(valid: Tensor | None, num_globals: int, self_attn: bool) -> Tensor | None:
+        """Boolean key mask ``(1, 1, 1, n·v [+P])`` for the globals' read, or ``None``."""
+        if valid is None:
+            return None
+        mask = valid.reshape(-1)
+        if self_attn:
+            mask = torch.cat([mask, mask.new_ones(num_globals)])
+        return mask[None, None, None, :]
