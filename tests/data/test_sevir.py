@@ -86,8 +86,12 @@ def test_synthetic_storms_move_grow_and_reach_strong_cores():
 
 
 def test_synthetic_is_deterministic(tmp_path: Path):
-    a = synth.write_synthetic_sevir(tmp_path / "a", n_events=3, size=12, frames=6, n_incomplete=0, progress=False)
-    b = synth.write_synthetic_sevir(tmp_path / "b", n_events=3, size=12, frames=6, n_incomplete=0, progress=False)
+    a = synth.write_synthetic_sevir(
+        tmp_path / "a", n_events=3, size=12, frames=6, n_incomplete=0, progress=False
+    )
+    b = synth.write_synthetic_sevir(
+        tmp_path / "b", n_events=3, size=12, frames=6, n_incomplete=0, progress=False
+    )
     for fa in sorted((a / "data").rglob("*.h5")):
         with h5py.File(fa) as x, h5py.File(b / fa.relative_to(a)) as y:
             np.testing.assert_array_equal(x["vil"][:], y["vil"][:])
@@ -216,7 +220,9 @@ def test_missing_pixels(sevir_root: Path):
 
 
 def test_generic_frame_count_and_unpoolable_size(tmp_path: Path):
-    root = synth.write_synthetic_sevir(tmp_path, n_events=3, size=16, frames=13, n_incomplete=0, progress=False)
+    root = synth.write_synthetic_sevir(
+        tmp_path, n_events=3, size=16, frames=13, n_incomplete=0, progress=False
+    )
     ds = SEVIRDataset(root, (None, None), in_len=3, out_len=2, stride=2)
     assert ds.native_frames == 13 and len(ds) == 3 * 5 and ds[14]["targets"].shape == (2, 16, 16, 1)
     lr = SEVIRDataset(root, (None, None), variant="sevirlr", in_len=2, out_len=2, stride=1)
@@ -227,12 +233,14 @@ def test_generic_frame_count_and_unpoolable_size(tmp_path: Path):
 
 # ---------------------------------------------------------------------------------- errors
 def test_missing_catalog(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="CATALOG.csv"):
+    with pytest.raises(FileNotFoundError, match=r"CATALOG\.csv"):
         SEVIRDataset(tmp_path)
 
 
 def test_catalog_missing_a_column(sevir_root: Path, tmp_path: Path):
-    pd.read_csv(sevir_root / "CATALOG.csv").drop(columns="pct_missing").to_csv(tmp_path / "CATALOG.csv", index=False)
+    pd.read_csv(sevir_root / "CATALOG.csv").drop(columns="pct_missing").to_csv(
+        tmp_path / "CATALOG.csv", index=False
+    )
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['pct_missing'\]"):
         SEVIRDataset(tmp_path)
 

@@ -111,7 +111,7 @@ def test_missing_pixels_are_excluded(pool_size, marker):
         target[..., 4:, :] = torch.nan
     else:
         pred[..., 4:, :] = torch.nan
-        target[..., 4:, :] = 1.0  # a valid max-value target: would be a miss if counted
+        target[..., 4:, :] = 254 / 255  # valid target above every threshold: misses if counted
     full = ContingencyScores(SEVIR_THRESHOLDS, pool_size=pool_size, missing_value=255)
     cropped = ContingencyScores(SEVIR_THRESHOLDS, pool_size=pool_size, missing_value=255)
     full.update(pred, target)
@@ -144,7 +144,10 @@ def test_mode_1_matches_manual_loop_over_leads():
 
 def test_mode_2_is_mean_of_mode_1(assert_results_close):
     pred, target = sevir_fields(4)
-    mode1, mode2 = ContingencyScores(SEVIR_THRESHOLDS, mode="1"), ContingencyScores(SEVIR_THRESHOLDS, mode="2")
+    mode1, mode2 = (
+        ContingencyScores(SEVIR_THRESHOLDS, mode="1"),
+        ContingencyScores(SEVIR_THRESHOLDS, mode="2"),
+    )
     mode1.update(pred, target)
     mode2.update(pred, target)
     expected = {key: value.mean() for key, value in mode1.compute().items()}
@@ -181,7 +184,10 @@ def test_merge_state_equals_one_update(mode, assert_results_close):
 
 def test_forward_accumulates_like_update(assert_results_close):
     pred, target = sevir_fields(7, shape=(4, 3, 8, 8, 1))
-    by_forward, by_update = ContingencyScores(SEVIR_THRESHOLDS, mode="1"), ContingencyScores(SEVIR_THRESHOLDS, mode="1")
+    by_forward, by_update = (
+        ContingencyScores(SEVIR_THRESHOLDS, mode="1"),
+        ContingencyScores(SEVIR_THRESHOLDS, mode="1"),
+    )
     batch_value = by_forward(pred[:2], target[:2])
     by_forward(pred[2:], target[2:])
     by_update.update(pred, target)

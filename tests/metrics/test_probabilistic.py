@@ -53,7 +53,9 @@ def test_fair_is_at_most_ecdf():
     # the gap is exactly the pair sum times 1/(2M(M-1)) - 1/(2M²)
     m = 4
     pairs = (ensemble[:, :, None] - ensemble[:, None, :]).abs().sum(dim=(1, 2))
-    torch.testing.assert_close(ecdf - fair, pairs * (1 / (2 * m * (m - 1)) - 1 / (2 * m * m)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ecdf - fair, pairs * (1 / (2 * m * (m - 1)) - 1 / (2 * m * m)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_crps_metric_streams_and_skips_nan_targets():

@@ -44,7 +44,9 @@ def test_fss_shifted_block_scale_one_known_value():
     metric.update(pred, target)
     value = metric.compute()["fss@0.5/1"].item()
     assert value == pytest.approx(2 / 3)
-    assert value == pytest.approx(numpy_fss(pred[0, 0, :, :, 0].numpy(), target[0, 0, :, :, 0].numpy(), 0.5, 1))
+    assert value == pytest.approx(
+        numpy_fss(pred[0, 0, :, :, 0].numpy(), target[0, 0, :, :, 0].numpy(), 0.5, 1)
+    )
 
 
 @pytest.mark.parametrize("n", [3, 4, 5, 7])
@@ -54,6 +56,16 @@ def test_fss_neighbourhoods_match_scipy(n):
     metric.update(pred, target)
     expected = numpy_fss(pred[0, 0, :, :, 0].numpy(), target[0, 0, :, :, 0].numpy(), 0.5, n)
     assert metric.compute()[f"fss@0.5/{n}"].item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 6])
+def test_fss_of_random_fields_matches_scipy_including_borders(n):
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.rand(1, 1, 10, 12, 1, generator=g), torch.rand(1, 1, 10, 12, 1, generator=g)
+    metric = FSS(thresholds=[0.7], scales=[n])
+    metric.update(pred, target)
+    expected = numpy_fss(pred[0, 0, :, :, 0].numpy(), target[0, 0, :, :, 0].numpy(), 0.7, n)
+    assert metric.compute()[f"fss@0.7/{n}"].item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_fss_grows_with_neighbourhood_for_displaced_block():
@@ -83,12 +95,15 @@ def test_fss_streaming_equals_one_update():
         assert halves.compute()[key].item() == pytest.approx(value.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize(("height", "width", "axis", "cycles", "expected_bin"), [
-    (32, 32, "x", 5, 5),
-    (32, 32, "y", 3, 3),
-    (32, 64, "x", 8, 8),  # 8 cycles per 64 columns
-    (32, 64, "y", 4, 8),  # 4 cycles per 32 rows = 8 cycles per max side (64)
-])
+@pytest.mark.parametrize(
+    ("height", "width", "axis", "cycles", "expected_bin"),
+    [
+        (32, 32, "x", 5, 5),
+        (32, 32, "y", 3, 3),
+        (32, 64, "x", 8, 8),  # 8 cycles per 64 columns
+        (32, 64, "y", 4, 8),  # 4 cycles per 32 rows = 8 cycles per max side (64)
+    ],
+)
 def test_rapsd_of_sinusoid_peaks_at_its_wavenumber(height, width, axis, cycles, expected_bin):
     y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     phase = x / width if axis == "x" else y / height
@@ -97,6 +112,27 @@ def test_rapsd_of_sinusoid_peaks_at_its_wavenumber(height, width, axis, cycles, 
     assert int(spectrum.argmax()) == expected_bin
     others = torch.cat([spectrum[:expected_bin], spectrum[expected_bin + 1 :]])
     assert others.max() < 1e-6 * spectrum[expected_bin]
+
+
+@pytest.mark.parametrize(("ky", "kx", "expected_bin"), [(3, 4, 5), (6, 8, 10), (4, 4, 6)])
+def test_rapsd_of_diagonal_wave_peaks_at_its_radius(ky, kx, expected_bin):
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    spectrum = rapsd(torch.cos(2 * math.pi * (ky * y + kx * x) / 32))
+    assert int(spectrum.argmax()) == expected_bin  # round(sqrt(ky² + kx²))
+
+
+def test_rapsd_matches_explicit_ring_average():
+    g = torch.Generator().manual_seed(4)
+    field = torch.rand(12, 16, generator=g, dtype=torch.float64)
+    power = np.abs(np.fft.fft2(field.numpy())) ** 2 / field.numel()
+    rings: dict[int, list[float]] = {}
+    for i, fy in enumerate(np.fft.fftfreq(12)):
+        for j, fx in enumerate(np.fft.fftfreq(16)):
+            radius = round(math.hypot(fy * 16, fx * 16))
+            if radius <= 8:
+                rings.setdefault(radius, []).append(power[i, j])
+    expected = [np.mean(rings[r]) for r in range(9)]
+    np.testing.assert_allclose(rapsd(field).numpy(), expected, rtol=1e-10)
 
 
 def test_rapsd_constant_field_has_only_mean_power():

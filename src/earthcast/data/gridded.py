@@ -11,8 +11,8 @@ channels and serves sliding windows::
 
 Contract:
 
-* The store is opened lazily (``xr.open_zarr`` / ``xr.open_dataset``, no dask, no cache); each
-  item reads only its window. Stores given by path are reopened once per process, so
+* The store is opened lazily (``xr.open_dataset``, Zarr engine for directories; no dask, no
+  cache); each item reads only its window. Stores given by path are reopened once per process, so
   ``DataLoader`` workers never share a file handle.
 * Dimension names: ``time_dim`` (default ``"time"``); ``y_dim``/``x_dim`` are detected among
   ``y/x``, ``lat/lon`` and ``latitude/longitude`` unless given. Every variable must have exactly
@@ -60,9 +60,9 @@ def open_store(source: str | Path, engine: str | None = None) -> xr.Dataset:
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"gridded store not found: {path}")
-    if engine == "zarr" or (engine is None and (path.is_dir() or path.suffix == ".zarr")):
-        return xr.open_zarr(path, chunks=None, cache=False)
-    return xr.open_dataset(path, engine=engine, cache=False)
+    if engine is None and (path.is_dir() or path.suffix == ".zarr"):
+        engine = "zarr"
+    return xr.open_dataset(path, engine=engine, chunks=None, cache=False)
 
 
 class GriddedDataset(Dataset):
@@ -103,6 +103,8 @@ class GriddedDataset(Dataset):
     ) -> None:
         if isinstance(variables, str):
             variables = [variables]
+        if isinstance(target_variables, str):
+            target_variables = [target_variables]
         if not variables:
             raise ValueError("variables must name at least one variable")
         if in_len < 1 or out_len < 1:
@@ -138,9 +140,13 @@ class GriddedDataset(Dataset):
     def _check_variables(self, ds: xr.Dataset) -> None:
         missing = [v for v in self._used if v not in ds.data_vars]
         if missing:
-            raise KeyError(f"variable(s) {missing} not in the store; available: {sorted(map(str, ds.data_vars))}")
+            raise KeyError(
+                f"variable(s) {missing} not in the store; available: {sorted(map(str, ds.data_vars))}"
+            )
 
-    def _spatial_dims(self, ds: xr.Dataset, time_dim: str, y_dim: str | None, x_dim: str | None) -> tuple[str, str]:
+    def _spatial_dims(
+        self, ds: xr.Dataset, time_dim: str, y_dim: str | None, x_dim: str | None
+    ) -> tuple[str, str]:
         dims = ds[self._used[0]].dims
         if time_dim not in dims:
             raise ValueError(f"variable '{self._used[0]}' has no time dimension '{time_dim}' (dims: {dims})")
@@ -187,18 +193,27 @@ class GriddedDataset(Dataset):
                 f"longer than the {length} selected time steps"
             )
         self.time_step = None
-        if skip_gaps and self.times is not None and np.issubdtype(self.times.dtype, np.datetime64) and length > 1:
+        if (
+            skip_gaps
+            and self.times is not None
+            and np.issubdtype(self.times.dtype, np.datetime64)
+            and length > 1
+        ):
             steps = np.diff(self.times)
             values, counts = np.unique(steps, return_counts=True)
             self.time_step = values[np.argmax(counts)]
             breaks = [False, *(steps != self.time_step).tolist()]
             starts = valid_window_starts(breaks, self.seq_len, self.stride)
             if not starts:
-                raise ValueError(f"every window of {self.seq_len} frames straddles a gap in '{self.time_dim}'")
+                raise ValueError(
+                    f"every window of {self.seq_len} frames straddles a gap in '{self.time_dim}'"
+                )
             return starts
         return window_starts(length, self.seq_len, self.stride)
 
-    def _resolve_normalization(self, ds: xr.Dataset, normalization: Normalization) -> dict[str, tuple[float, float]]:
+    def _resolve_normalization(
+        self, ds: xr.Dataset, normalization: Normalization
+    ) -> dict[str, tuple[float, float]]:
         if normalization is None:
             return {v: (0.0, 1.0) for v in self._used}
         if isinstance(normalization, Mapping):

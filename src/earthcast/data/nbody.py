@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import Dataset
 
 from earthcast.data.mnist_digits import (
@@ -288,11 +289,11 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """Bicubic resize of uint8 ``(N, T, H, W)`` frames to ``(N, T, size, size)`` uint8."""
     if frames.shape[-2:] == (size, size):
         return frames
-    n, t = frames.shape[:2]
-    x = torch.from_numpy(frames.reshape(n * t, 1, *frames.shape[-2:])).float()  # ((n t), 1, h, w)
+    n = frames.shape[0]
+    x = torch.from_numpy(rearrange(frames, "n t h w -> (n t) 1 h w")).float()
     y = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
     y = y.clamp_(0.0, 255.0).round_().to(torch.uint8)  # ((n t), 1, size, size)
-    return y.numpy().reshape(n, t, size, size)
+    return rearrange(y.numpy(), "(n t) 1 h w -> n t h w", n=n)
 
 
 def _render_chunk(pool: _DigitPool, idx, sizes, top_left, velocity, config: NBodyConfig) -> NBodySequences:

@@ -81,22 +81,38 @@ class RadarSource:
 
 
 RADAR_SOURCES: dict[str, RadarSource] = {
-    "mch": RadarSource(  # MeteoSwiss AQC 5-min accumulation GIFs; F/V suffix = product version
-        "mch_gif", r"^AQC(\d{9})[A-Z0-9]_00005\.801\.gif$", "%y%j%H%M", 5,
-        {"product": "AQC", "unit": "mm", "accutime": 5},
+    # MeteoSwiss AQC 5-min accumulation GIFs; the letter after the time stamp is the product version
+    "mch": RadarSource(
+        importer="mch_gif",
+        pattern=r"^AQC(\d{9})[A-Z0-9]_00005\.801\.gif$",
+        time_format="%y%j%H%M",
+        timestep=5,
+        importer_kwargs={"product": "AQC", "unit": "mm", "accutime": 5},
     ),
-    "knmi": RadarSource(  # KNMI 5-min accumulations (ACRR), 1 km grid
-        "knmi_hdf5", r"^RAD_NL25_RAP_5min_(\d{12})\.h5$", "%Y%m%d%H%M", 5,
-        {"accutime": 5, "qty": "ACRR", "pixelsize": 1000.0},
+    # KNMI 5-min accumulations (ACRR), 1 km grid
+    "knmi": RadarSource(
+        importer="knmi_hdf5",
+        pattern=r"^RAD_NL25_RAP_5min_(\d{12})\.h5$",
+        time_format="%Y%m%d%H%M",
+        timestep=5,
+        importer_kwargs={"accutime": 5, "qty": "ACRR", "pixelsize": 1000.0},
     ),
-    "fmi": RadarSource(  # FMI lowest-elevation dBZ composite, Z = 223 R^1.53 (importer metadata)
-        "fmi_pgm", r"^(\d{12})_fmi\.radar\.composite\.lowest_FIN_SUOMI1\.pgm\.gz$", "%Y%m%d%H%M", 5,
-        {"gzipped": True},
+    # FMI lowest-elevation dBZ composite; Z = 223 R^1.53 comes with the importer's metadata
+    "fmi": RadarSource(
+        importer="fmi_pgm",
+        pattern=r"^(\d{12})_fmi\.radar\.composite\.lowest_FIN_SUOMI1\.pgm\.gz$",
+        time_format="%Y%m%d%H%M",
+        timestep=5,
+        importer_kwargs={"gzipped": True},
     ),
-    "bom": RadarSource(  # Bureau of Meteorology Rainfields3 6-min accumulations (NetCDF)
-        "bom_rf3", r"^2_(\d{8}_\d{6})\.prcp-cscn\.nc$", "%Y%m%d_%H%M%S", 6,
+    # Bureau of Meteorology Rainfields3 6-min accumulations (NetCDF)
+    "bom": RadarSource(
+        importer="bom_rf3",
+        pattern=r"^2_(\d{8}_\d{6})\.prcp-cscn\.nc$",
+        time_format="%Y%m%d_%H%M%S",
+        timestep=6,
     ),
-}  # fmt: skip
+}
 
 
 def _source(name: str) -> RadarSource:
@@ -179,7 +195,7 @@ def _read_frame(reader: Any, conversion: Any, spec: RadarSource, file: Path) -> 
 
 
 def _crop_pool(frame: np.ndarray, crop: tuple[int, int, int, int] | None, k: int) -> np.ndarray:
-    """(H, W) → crop rows/cols → (H'/k, W'/k) mean pool (trailing rows/cols that do not fill a block dropped)."""
+    """(H, W) → crop → (H'/k, W'/k) mean pool; trailing rows/cols that do not fill a block are dropped."""
     if crop is not None:
         frame = frame[crop[0] : crop[1], crop[2] : crop[3]]
     rows, cols = (frame.shape[0] // k) * k, (frame.shape[1] // k) * k
@@ -188,13 +204,19 @@ def _crop_pool(frame: np.ndarray, crop: tuple[int, int, int, int] | None, k: int
     return reduce(frame[:rows, :cols], "(h p1) (w p2) -> h w", "mean", p1=k, p2=k)
 
 
-def _grid(meta: dict, shape: tuple[int, int], crop: tuple[int, int, int, int] | None, k: int) -> dict[str, Any]:
+def _grid(
+    meta: dict, shape: tuple[int, int], crop: tuple[int, int, int, int] | None, k: int
+) -> dict[str, Any]:
     """Pixel-centre coordinates and geo attributes of the cropped, pooled grid."""
     ny, nx = shape
     xpix, ypix = float(meta["xpixelsize"]), float(meta["ypixelsize"])
     x = float(meta["x1"]) + (np.arange(nx) + 0.5) * xpix
     upper = meta.get("yorigin", "upper") == "upper"
-    y = float(meta["y2"]) - (np.arange(ny) + 0.5) * ypix if upper else float(meta["y1"]) + (np.arange(ny) + 0.5) * ypix
+    y = (
+        float(meta["y2"]) - (np.arange(ny) + 0.5) * ypix
+        if upper
+        else float(meta["y1"]) + (np.arange(ny) + 0.5) * ypix
+    )
     if crop is not None:
         y, x = y[crop[0] : crop[1]], x[crop[2] : crop[3]]
     y, x = y[: (len(y) // k) * k], x[: (len(x) // k) * k]
@@ -260,24 +282,7 @@ def read_radar(
     rates = np.stack(frames)  # (t, h, w)
     values, zerovalue = rain_transform(rates, transform, threshold)
     grid = _grid(meta, native, crop, downsample)
-    attrs = {
-        "source": source.lower(),
-        "institution": str(meta.get("institution", "")),
-        "importer": f"pysteps.io.importers.import_{spec.importer}",
-        "timestep": spec.timestep,
-        "timestep_units": "minutes",
-        "accutime": float(meta.get("accutime", spec.timestep)),
-        "projection": str(meta.get("projection", "")),
-        "cartesian_unit": str(meta.get("cartesian_unit", "m")),
-        "yorigin": str(meta.get("yorigin", "upper")),
-        **grid["attrs"],
-        "downsample": downsample,
-        "native_shape": list(native),
-        "crop": list(crop) if crop is not None else [],
-        "native_unit": str(meta.get("native_unit")),
-    }
-    if meta.get("native_unit") == "dBZ":  # the Z-R relation used by to_rainrate
-        attrs.update(zr_a=float(meta["zr_a"]), zr_b=float(meta["zr_b"]))
+    unit = str(meta.get("cartesian_unit", "m"))
     var_attrs = {
         "long_name": "precipitation",
         "units": UNITS[transform],
@@ -290,9 +295,44 @@ def read_radar(
     times = np.array([t for t, _ in files], dtype="datetime64[ns]")
     return xr.Dataset(
         {"precip": (("time", "y", "x"), values, var_attrs)},
-        coords={"time": ("time", times, {"long_name": "time (UTC)"}), "y": grid["y"], "x": grid["x"]},
-        attrs=attrs,
+        coords={
+            "time": ("time", times, {"long_name": "time (UTC)"}),
+            "y": ("y", grid["y"], {"long_name": "projection y of pixel centres", "units": unit}),
+            "x": ("x", grid["x"], {"long_name": "projection x of pixel centres", "units": unit}),
+        },
+        attrs=_store_attrs(source, spec, meta, grid["attrs"], native, crop, downsample),
     )
+
+
+def _store_attrs(
+    source: str,
+    spec: RadarSource,
+    meta: dict,
+    grid_attrs: dict[str, float],
+    native: tuple[int, int],
+    crop: tuple[int, int, int, int] | None,
+    downsample: int,
+) -> dict[str, Any]:
+    """Dataset attributes: provenance, time step and pysteps geo-metadata of the stored grid."""
+    attrs = {
+        "source": source.lower(),
+        "institution": str(meta.get("institution", "")),
+        "importer": f"pysteps.io.importers.import_{spec.importer}",
+        "timestep": spec.timestep,
+        "timestep_units": "minutes",
+        "accutime": float(meta.get("accutime", spec.timestep)),
+        "projection": str(meta.get("projection", "")),
+        "cartesian_unit": str(meta.get("cartesian_unit", "m")),
+        "yorigin": str(meta.get("yorigin", "upper")),
+        **grid_attrs,
+        "downsample": downsample,
+        "native_shape": list(native),
+        "crop": list(crop) if crop is not None else [],
+        "native_unit": str(meta.get("native_unit")),
+    }
+    if meta.get("native_unit") == "dBZ":  # the Z-R relation used by to_rainrate
+        attrs.update(zr_a=float(meta["zr_a"]), zr_b=float(meta["zr_b"]))
+    return attrs
 
 
 def import_radar(
@@ -322,9 +362,17 @@ def import_radar(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
     ds = read_radar(
-        source, path, transform=transform, threshold=threshold, downsample=downsample, crop=crop,
-        start=start, end=end, max_frames=max_frames, progress=progress,
-    )  # fmt: skip
+        source,
+        path,
+        transform=transform,
+        threshold=threshold,
+        downsample=downsample,
+        crop=crop,
+        start=start,
+        end=end,
+        max_frames=max_frames,
+        progress=progress,
+    )
     frame = (1, ds.sizes["y"], ds.sizes["x"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -332,7 +380,9 @@ def import_radar(
         if out.suffix == ".nc":
             ds.to_netcdf(tmp, encoding={"precip": {"zlib": True, "complevel": 4, "chunksizes": frame}})
         else:
-            ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True, encoding={"precip": {"chunks": frame}})
+            ds.to_zarr(
+                tmp, mode="w", zarr_format=2, consolidated=True, encoding={"precip": {"chunks": frame}}
+            )
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)

@@ -65,7 +65,5 @@ def valid_window_starts(breaks: list[bool], seq_len: int, stride: int) -> list[i
     for i, flag in enumerate(breaks):
         prefix.append(prefix[-1] + int(bool(flag) and i > 0))
     return [
-        s
-        for s in window_starts(len(breaks), seq_len, stride)
-        if prefix[s + seq_len] - prefix[s + 1] == 0
+        s for s in window_starts(len(breaks), seq_len, stride) if prefix[s + seq_len] - prefix[s + 1] == 0
     ]

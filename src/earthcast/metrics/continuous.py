@@ -39,7 +39,11 @@ class _PointwiseError(StreamingMetric):
     higher_is_better = False
 
     def __init__(
-        self, reduction: Reduction = "pixel_mean", per_lead: bool = False, n_leads: int | None = None, **kwargs
+        self,
+        reduction: Reduction = "pixel_mean",
+        per_lead: bool = False,
+        n_leads: int | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if reduction not in ("pixel_mean", "frame_sum"):

@@ -127,7 +127,9 @@ class EnsoScores(StreamingMetric):
         p = nino34_index(pred.to(SUM_DTYPE))  # (B, L)
         y = nino34_index(target.to(SUM_DTYPE)) if target_nino is None else target_nino.to(SUM_DTYPE)
         if y.shape != p.shape:
-            raise ValueError(f"EnsoScores: target_nino must have shape {tuple(p.shape)}, got {tuple(y.shape)}")
+            raise ValueError(
+                f"EnsoScores: target_nino must have shape {tuple(p.shape)}, got {tuple(y.shape)}"
+            )
         n_leads = p.shape[1]
         for name, value in (
             ("sum_p", p),

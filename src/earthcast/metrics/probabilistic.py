@@ -47,7 +47,9 @@ def crps_ensemble(ensemble: Tensor, target: Tensor, estimator: CrpsEstimator = "
         raise ValueError(f"crps_ensemble: estimator must be 'ecdf' or 'fair', got {estimator!r}")
     if estimator == "fair" and m < 2:
         raise ValueError("crps_ensemble: the 'fair' estimator needs at least 2 members; use 'ecdf'")
-    skill = reduce((ensemble - rearrange(target, "b t h w c -> b 1 t h w c")).abs(), "b s t h w c -> b t h w c", "mean")
+    skill = reduce(
+        (ensemble - rearrange(target, "b t h w c -> b 1 t h w c")).abs(), "b s t h w c -> b t h w c", "mean"
+    )
     ranks = torch.arange(1, m + 1, device=ensemble.device, dtype=ensemble.dtype)
     sorted_members = ensemble.sort(dim=1).values
     pair_sum = 2 * einsum(sorted_members, 2 * ranks - m - 1, "b s t h w c, s -> b t h w c")
@@ -104,6 +106,7 @@ class RankHistogram(StreamingMetric):
         super().__init__(**kwargs)
         self.seed = seed
         self._generator: torch.Generator | None = None
+        self._generator_device: torch.device | None = None
         self._add_lazy_state("counts", COUNT_DTYPE)  # (M + 1,)
 
     def reset(self) -> None:
@@ -111,8 +114,9 @@ class RankHistogram(StreamingMetric):
         self._generator = None
 
     def _uniform(self, shape: torch.Size, device: torch.device) -> Tensor:
-        if self._generator is None or self._generator.device != device:
+        if self._generator is None or self._generator_device != device:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            self._generator_device = device
         return torch.rand(shape, generator=self._generator, device=device)
 
     def update(self, ensemble: Tensor, target: Tensor) -> None:

@@ -2,16 +2,17 @@
 
 Axis legend: ``n`` sample, ``t`` lead time, ``h``/``w`` space, ``c`` channel.
 
-``score_arrays`` validates its inputs up front, then streams the samples through the metric
-objects of this package in chunks, so memory-mapped arrays larger than RAM can be scored.
+``score_arrays`` checks options and shapes up front, then streams the samples through the metric
+objects of this package in chunks (checking values chunk by chunk), so memory-mapped arrays
+larger than RAM can be scored.
 
 Kinds:
 
 * ``"sevir"``: VIL. ``csi@τ, pod@τ, sucr@τ, bias@τ, hss@τ`` for the SEVIR thresholds and
   ``csi_m`` (aggregated with ``mode``), plus pixel-mean ``mse`` and ``mae`` on the [0, 1] scale.
   Target pixels equal to 255 (byte units) or NaN are missing and excluded everywhere.
-* ``"enso"``: normalised SST on the 24 × 48 grid. ``c_nino34_m, c_nino34_wm, nino_rmse, mse``
-  and the per-lead correlation ``cor``.
+* ``"enso"``: min-max normalised SST on the 24 × 48 grid, no missing values.
+  ``c_nino34_m, c_nino34_wm, nino_rmse, mse`` and the per-lead correlation ``cor``.
 * ``"continuous"``: pixel-mean ``mse`` and ``mae`` on the data's own scale and frame-wise
   ``ssim`` with ``data_range`` 1 (scale ``"01"``) or 255 (scale ``"255"``).
 """
@@ -72,16 +73,26 @@ def score_arrays(
     """
     mode = str(mode)
     _check_options(kind, scale, mode)
+    if chunk_size < 1:
+        raise ValueError(f"score_arrays: chunk_size must be a positive number of samples, got {chunk_size}")
     pred, target = _as_5d(pred, "pred"), _as_5d(target, "target")
     _check_shapes(pred, target, kind)
     metrics = _build_metrics(kind, scale, mode)
     n_samples, n_valid = pred.shape[0], 0
     show = sys.stderr.isatty() if progress is None else progress
-    for start in tqdm(range(0, n_samples, chunk_size), desc=f"scoring {kind}", unit="chunk", disable=not show):
+    for start in tqdm(
+        range(0, n_samples, chunk_size), desc=f"scoring {kind}", unit="chunk", disable=not show
+    ):
         p = _chunk(pred, start, chunk_size, "pred", allow_nan=False)
         t = _chunk(target, start, chunk_size, "target", allow_nan=True)
         if kind == "sevir":
             p, t = _sevir_to_01(p, t, scale)
+        elif kind == "enso" and bool(torch.isnan(t).any()):
+            raise ValueError(
+                "score_arrays: kind='enso' needs a complete target; it contains NaN "
+                f"(in samples {start}–{start + len(t) - 1}). "
+                "Fill missing cells, e.g. with the normalised zero anomaly."
+            )
         n_valid += int((~torch.isnan(t)).sum())
         for metric in metrics.values():
             metric.update(p, t)
@@ -103,7 +114,9 @@ def _check_options(kind: str, scale: str, mode: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"score_arrays: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if scale not in SCALES:
-        raise ValueError(f"score_arrays: unknown scale {scale!r}; use '01' for [0, 1] data or '255' for bytes")
+        raise ValueError(
+            f"score_arrays: unknown scale {scale!r}; use '01' for [0, 1] data or '255' for bytes"
+        )
     if mode not in MODES:
         raise ValueError(
             f"score_arrays: unknown mode {mode!r}; use '0' (pooled), '1' (per lead) or '2' (lead mean)"

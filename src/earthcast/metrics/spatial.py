@@ -124,7 +124,8 @@ def rapsd(field: Tensor) -> Tensor:
         ``0 … max(H, W) // 2`` (cycles per domain); corners beyond Nyquist are left out.
     """
     height, width = field.shape[-2:]
-    power = torch.fft.fft2(field.float()).abs().square() / (height * width)  # (..., H, W)
+    field = field if field.is_floating_point() else field.float()
+    power = torch.fft.fft2(field).abs().square() / (height * width)  # (..., H, W)
     bins, n_rings = radial_bins(height, width, field.device)
     power = rearrange(power, "... h w -> ... (h w)")
     bins = rearrange(bins, "h w -> (h w)")

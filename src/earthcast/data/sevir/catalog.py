@@ -74,7 +74,9 @@ def read_catalog(root: str | Path) -> pd.DataFrame:
     return catalog
 
 
-def select_events(catalog: pd.DataFrame, img_type: str = IMG_TYPE, complete_only: bool = True) -> pd.DataFrame:
+def select_events(
+    catalog: pd.DataFrame, img_type: str = IMG_TYPE, complete_only: bool = True
+) -> pd.DataFrame:
     """Steps 1–3: rows of ``img_type``, no duplicated ids, optionally ``pct_missing == 0`` only."""
     events = catalog[catalog["img_type"] == img_type]
     events = events[~events["id"].duplicated(keep=False)]

@@ -93,7 +93,9 @@ class VariantSpec:
 
 VARIANTS: dict[str, VariantSpec] = {
     "sevir": VariantSpec(SEVIR_IN_LEN, SEVIR_OUT_LEN, SEVIR_STRIDE),
-    "sevirlr": VariantSpec(SEVIRLR_IN_LEN, SEVIRLR_OUT_LEN, SEVIRLR_STRIDE, SEVIRLR_TIME_STRIDE, SEVIRLR_POOL),
+    "sevirlr": VariantSpec(
+        SEVIRLR_IN_LEN, SEVIRLR_OUT_LEN, SEVIRLR_STRIDE, SEVIRLR_TIME_STRIDE, SEVIRLR_POOL
+    ),
 }
 
 
@@ -239,7 +241,9 @@ class SEVIRDataset(Dataset):
 
     def _check_files(self) -> None:
         data_dir = self.root / DATA_DIRNAME
-        missing = [f for f in sorted(set(self.events["file_name"].astype(str))) if not (data_dir / f).is_file()]
+        missing = [
+            f for f in sorted(set(self.events["file_name"].astype(str))) if not (data_dir / f).is_file()
+        ]
         if missing:
             shown = ", ".join(str(data_dir / f) for f in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

@@ -176,9 +176,11 @@ def write_synthetic_sevir(
                 ids = [f"S{600_000 + i}" for i in members]
                 h5.create_dataset("id", data=np.array(ids, dtype="S"))
                 vil = h5.create_dataset(
-                    IMG_TYPE, shape=(len(members), size, size, frames), dtype=np.uint8,
+                    IMG_TYPE,
+                    shape=(len(members), size, size, frames),
+                    dtype=np.uint8,
                     chunks=(1, size, size, frames),
-                )  # fmt: skip
+                )
                 for index, i in enumerate(members):
                     event_rng = np.random.default_rng(event_seeds[i])
                     data = storm_event(event_rng, size, frames)

@@ -41,7 +41,10 @@ class Earthformer(nn.Module):
             else None
         )
         self.z_proj = nn.Linear(d_top, d_top)
-        self.dec_pos = SpaceTimePosEmbed(d_top, t_out, h_top, w_top, cfg.pos_embed_type)
+        # learned decoder queries (z_init "zeros") are built from this table; other methods never read it
+        self.dec_pos = (
+            SpaceTimePosEmbed(d_top, t_out, h_top, w_top, cfg.pos_embed_type) if cfg.z_init_method == "zeros" else None
+        )
         self.decoder = EarthformerDecoder(cfg, self.mem_shapes)
         self.out_proj = nn.Linear(head_dim, c_out)
         init_earthformer_(self)
@@ -56,6 +59,31 @@ class Earthformer(nn.Module):
         z = self._init_queries(memories[-1])  # (B, T_out, H_L, W_L, D_L)
         z = self.decoder(z, memories, mem_globals)  # (B, T_out, H0, W0, D0)
         return self.out_proj(self.head(z))  # (B, T_out, H, W, C_out)
+
+    def unused_parameter_names(self) -> set[str]:
+        """Parameters the forward provably never reads (they get no gradient).
+
+        When global vectors live only in the encoder (SEVIR preset, as in the reference), the
+        global-vector update of the encoder's very last attention layer is discarded. Kept so
+        official checkpoints load and parameter counts match; documented and tested.
+        """
+        cfg = self.config
+        if cfg.num_global_vectors == 0 or cfg.use_dec_self_global or cfg.use_dec_cross_global:
+            return set()
+        level, block = len(self.encoder.levels) - 1, len(self.encoder.levels[-1]) - 1
+        last = self.encoder.levels[level][block]
+        prefix = f"encoder.levels.{level}.{block}."
+        layer = len(last.attns) - 1
+        writes = ("q.", "token_k.", "token_v.", "self_qkv.", "proj.")
+        names = {
+            f"{prefix}attns.{layer}.glob.{n}"
+            for n, _ in last.attns[layer].glob.named_parameters()
+            if n.startswith(writes) and (cfg.separate_global_qkv or n.startswith("proj."))
+        }
+        if last.global_ffns is not None:
+            ffn = len(last.global_ffns) - 1
+            names |= {f"{prefix}global_ffns.{ffn}.{n}" for n, _ in last.global_ffns[ffn].named_parameters()}
+        return names
 
     def _check_input(self, x: Tensor) -> None:
         expected = self.config.input_shape

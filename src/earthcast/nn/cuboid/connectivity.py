@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from earthcast.nn.cuboid.decomposition import clamp_cuboid, decompose, normalize_strategy, pad_amounts, roll
+from earthcast.nn.cuboid.decomposition import (
+    clamp_cuboid,
+    decompose,
+    nearest_readback,
+    normalize_strategy,
+    pad_amounts,
+    roll,
+)
 from earthcast.nn.cuboid.masks import self_attention_mask
 
 
@@ -38,10 +45,10 @@ def cuboid_layout(
     grid = tuple(s + p for s, p in zip((t, h, w), pads))
     flat = np.arange(t * h * w).reshape(t, h, w)
     if padding_type == "nearest":
-        # nearest resize to the padded grid, then nearest resize back (SPEC §1.3)
+        # nearest resize to the padded grid; each position is read back from a slot holding its copy
         src_idx = [np.floor(np.arange(g) * s / g).astype(int) for g, s in zip(grid, (t, h, w))]
         source_grid = flat[np.ix_(*src_idx)]
-        back_idx = [np.floor(np.arange(s) * g / s).astype(int) for g, s in zip(grid, (t, h, w))]
+        back_idx = [np.array(nearest_readback(s, g)) for g, s in zip(grid, (t, h, w))]
         readback_grid = np.full(grid, -1)
         readback_grid[np.ix_(*back_idx)] = flat
     else:

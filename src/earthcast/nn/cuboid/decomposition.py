@@ -82,14 +82,29 @@ def pad(x: Tensor, pads: Sequence[int], padding_type: str, time_pad_left: bool =
 
 
 def unpad(x: Tensor, pads: Sequence[int], padding_type: str) -> Tensor:
-    """Inverse of :func:`pad` (crop, or resize back for ``nearest``). ``x (B, T', H', W', C)``."""
+    """Exact inverse of :func:`pad`: crop, or for ``nearest`` read each position back from a slot
+    holding its copy (:func:`nearest_readback`). ``x (B, T', H', W', C)`` → ``(B, T, H, W, C)``."""
     pt, ph, pw = pads
     if pt == ph == pw == 0:
         return x
     _, t, h, w, _ = x.shape
     if padding_type == "nearest":
-        return _resize(x, (t - pt, h - ph, w - pw))
+        for axis, (padded, amount) in enumerate(zip((t, h, w), pads), start=1):
+            index = torch.tensor(nearest_readback(padded - amount, padded), device=x.device)
+            x = x.index_select(axis, index)
+        return x
     return x[:, : t - pt, : h - ph, : w - pw]
+
+
+def nearest_readback(size: int, padded: int) -> list[int]:
+    """Slot of a nearest-resized axis (``size`` → ``padded``) holding a copy of each position.
+
+    Nearest resizing fills slot ``q`` with position ``⌊q·size/padded⌋``; slot
+    ``⌈p·padded/size⌉`` holds position ``p``, so reading it back is an exact inverse. (The
+    reference resizes back with nearest interpolation instead, which is not an inverse: for
+    5 → 8 → 5 it returns positions 0, 0, 1, 2, 3.)
+    """
+    return [-(-p * padded // size) for p in range(size)]
 
 
 def _resize(x: Tensor, size: Size3) -> Tensor:
