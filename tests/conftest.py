@@ -36,7 +36,7 @@ def shared_dir() -> Path | None:
 @pytest.fixture
 def ref_python():
     py = reference_python()
-    if py is None or shutil.which(py) is None and not Path(py).exists():
+    if py is None or (shutil.which(py) is None and not Path(py).exists()):
         pytest.skip("reference earthformer venv not installed (run `make ref`, or set EARTHCAST_REF_PYTHON)")
     if shared_dir() is None:
         pytest.skip("../shared/bench/bench_ref.py not found (set EARTHCAST_SHARED)")

@@ -44,9 +44,7 @@ class Registry(Generic[T]):
         self._load_plugins()
         key = name.lower()
         if key not in self._entries:
-            raise ValueError(
-                f"unknown {self.kind} '{name}'. Valid names: {', '.join(self.names())}"
-            )
+            raise ValueError(f"unknown {self.kind} '{name}'. Valid names: {', '.join(self.names())}")
         return self._entries[key]
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> T:

@@ -39,7 +39,9 @@ def _dump(ref_python, config, out, hw=None, double=False):
 def _ours(preset, hw):
     cfg = get_preset(preset)
     if hw:
-        cfg = cfg.replace(input_shape=(cfg.input_shape[0], *hw, 1), target_shape=(cfg.target_shape[0], *hw, 1))
+        cfg = cfg.replace(
+            input_shape=(cfg.input_shape[0], *hw, 1), target_shape=(cfg.target_shape[0], *hw, 1)
+        )
     return Earthformer(cfg)
 
 
@@ -84,11 +86,17 @@ def test_convert_checkpoint_cli_and_wrong_preset(ref_python, tmp_path, capsys):
 
 
 def test_convert_checkpoint_cli_reports_missing_and_corrupt_files(tmp_path, capsys):
-    assert cli_main(["convert-checkpoint", "--preset", "earthformer_enso", str(tmp_path / "nope.pt"), "o.pt"]) == 2
+    assert (
+        cli_main(["convert-checkpoint", "--preset", "earthformer_enso", str(tmp_path / "nope.pt"), "o.pt"])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    assert cli_main(["convert-checkpoint", "--preset", "earthformer_enso", str(corrupt), str(tmp_path / "o.pt")]) == 2
+    assert (
+        cli_main(["convert-checkpoint", "--preset", "earthformer_enso", str(corrupt), str(tmp_path / "o.pt")])
+        == 2
+    )
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -102,7 +110,9 @@ def test_key_rules_cover_self_and_cross_global_nets():
         "encoder.levels.0.0.attns.1.glob.kv.weight"
     )
     assert convert_key("encoder.blocks.0.0.attn_l.1.relative_position_index") is None
-    assert convert_key("encoder.blocks.0.0.ffn_l.0.layer_norm.weight") == "encoder.levels.0.0.ffns.0.norm.weight"
+    assert (
+        convert_key("encoder.blocks.0.0.ffn_l.0.layer_norm.weight") == "encoder.levels.0.0.ffns.0.norm.weight"
+    )
 
 
 if __name__ == "__main__":

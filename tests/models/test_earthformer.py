@@ -58,19 +58,35 @@ def test_sevir_dead_parameters_are_only_the_last_global_update():
 @pytest.mark.parametrize(
     "overrides",
     [
-        dict(input_shape=(4, 18, 22, 3), target_shape=(6, 18, 22, 1)),  # non-divisible, T_out > T_in, C_in ≠ C_out
+        dict(
+            input_shape=(4, 18, 22, 3), target_shape=(6, 18, 22, 1)
+        ),  # non-divisible, T_out > T_in, C_in ≠ C_out
         dict(input_shape=(6, 16, 20, 2), target_shape=(3, 16, 20, 2), padding_type="ignore"),
         dict(input_shape=(4, 17, 15, 1), target_shape=(5, 17, 15, 1), padding_type="nearest"),
         dict(z_init_method="nearest_interp"),
         dict(z_init_method="last", dec_use_first_self_attn=True),
         dict(z_init_method="mean", dec_hierarchical_pos_embed=True, target_shape=(7, 16, 16, 1)),
         dict(dec_pattern_time="target", target_shape=(6, 16, 16, 1)),
-        dict(enc_pattern="video_swin_2x4", dec_self_pattern="divided_st", dec_cross_pattern="cross_2x2_heter"),
-        dict(num_global_vectors=2, use_dec_self_global=True, use_dec_cross_global=True,
-             use_global_vector_ffn=True, separate_global_qkv=True, global_dim_ratio=2),
+        dict(
+            enc_pattern="video_swin_2x4", dec_self_pattern="divided_st", dec_cross_pattern="cross_2x2_heter"
+        ),
+        dict(
+            num_global_vectors=2,
+            use_dec_self_global=True,
+            use_dec_cross_global=True,
+            use_global_vector_ffn=True,
+            separate_global_qkv=True,
+            global_dim_ratio=2,
+        ),
         dict(num_global_vectors=3, use_dec_cross_global=True, use_global_self_attn=True),
-        dict(gated_ffn=True, ffn_activation="leaky", norm_layer="rms_norm", enc_use_inter_ffn=False,
-             dec_use_inter_ffn=False, pos_embed_type="t+h+w"),
+        dict(
+            gated_ffn=True,
+            ffn_activation="leaky",
+            norm_layer="rms_norm",
+            enc_use_inter_ffn=False,
+            dec_use_inter_ffn=False,
+            pos_embed_type="t+h+w",
+        ),
         dict(checkpoint_level=2, dec_cross_last_n_frames=2, dec_cross_start=1),
         dict(attention_backend="eager"),
     ],
@@ -82,7 +98,9 @@ def test_configuration_space(overrides):
 
 
 def test_stack_conv_stem_with_non_divisible_frames():
-    cfg = get_preset("earthformer_sevir_tiny").replace(input_shape=(3, 50, 41, 2), target_shape=(2, 50, 41, 1))
+    cfg = get_preset("earthformer_sevir_tiny").replace(
+        input_shape=(3, 50, 41, 2), target_shape=(2, 50, 41, 1)
+    )
     _check_all_gradients(Earthformer(cfg), torch.randn(1, *cfg.input_shape))
 
 

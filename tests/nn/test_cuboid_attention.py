@@ -25,7 +25,7 @@ from earthcast.nn.cuboid import (
 
 def _plain_attention(layer: CuboidSelfAttention, x: torch.Tensor) -> torch.Tensor:
     """Ordinary multi-head attention over all T·H·W tokens with the layer's own weights."""
-    b, t, h, w, c = x.shape
+    _, t, h, _, _ = x.shape
     y = layer.norm(rearrange(x, "b t h w c -> b (t h w) c"))
     q, k, v = rearrange(layer.qkv(y), "b n (three h d) -> three b h n d", three=3, h=layer.heads)
     probs = torch.softmax(q @ k.transpose(-1, -2) * layer.scale, dim=-1)
@@ -56,10 +56,23 @@ SELF_CASES = [
     dict(cuboid_size=(2, 2, 2), shift_size=(1, 1, 1), strategy="lll", padding_type="ignore"),
     dict(cuboid_size=(2, 3, 2), shift_size=(0, 1, 1), strategy="ldl", padding_type="zeros"),
     dict(cuboid_size=(4, 1, 1), shift_size=(0, 0, 0), strategy="lll", padding_type="nearest"),
-    dict(cuboid_size=(2, 2, 2), shift_size=(1, 1, 1), strategy="lll", padding_type="ignore",
-         num_global_vectors=3),
-    dict(cuboid_size=(3, 2, 4), shift_size=(1, 1, 0), strategy="dll", padding_type="ignore",
-         num_global_vectors=2, separate_global_qkv=True, use_global_self_attn=True, global_dim_ratio=2),
+    dict(
+        cuboid_size=(2, 2, 2),
+        shift_size=(1, 1, 1),
+        strategy="lll",
+        padding_type="ignore",
+        num_global_vectors=3,
+    ),
+    dict(
+        cuboid_size=(3, 2, 4),
+        shift_size=(1, 1, 0),
+        strategy="dll",
+        padding_type="ignore",
+        num_global_vectors=2,
+        separate_global_qkv=True,
+        use_global_self_attn=True,
+        global_dim_ratio=2,
+    ),
     dict(cuboid_size=(1, 4, 1), padding_type="zeros", num_global_vectors=4, use_global_self_attn=True),
 ]
 
@@ -72,7 +85,9 @@ def test_sdpa_equals_eager_self(case):
     slow.load_state_dict(fast.state_dict())
     args = (x,)
     if case.get("num_global_vectors"):
-        args += (torch.randn(2, case["num_global_vectors"], 16 * case.get("global_dim_ratio", 1), dtype=x.dtype),)
+        args += (
+            torch.randn(2, case["num_global_vectors"], 16 * case.get("global_dim_ratio", 1), dtype=x.dtype),
+        )
     out_fast, out_slow = fast(*args), slow(*args)
     if isinstance(out_fast, tuple):
         for a, b in zip(out_fast, out_slow):
@@ -84,9 +99,20 @@ def test_sdpa_equals_eager_self(case):
 @pytest.mark.parametrize("global_vectors", [0, 2])
 @pytest.mark.parametrize("shift", [(0, 0), (1, 1)])
 def test_sdpa_equals_eager_cross(shift, global_vectors):
-    x, mem = torch.randn(2, 5, 6, 5, 16, dtype=torch.float64), torch.randn(2, 7, 6, 5, 16, dtype=torch.float64)
-    kw = dict(n_temporal=2, cuboid_hw=(4, 4), shift_hw=shift, strategy="dll", padding_type="ignore",
-              max_temporal_relative=13, use_global_vector=bool(global_vectors), separate_global_qkv=True)
+    x, mem = (
+        torch.randn(2, 5, 6, 5, 16, dtype=torch.float64),
+        torch.randn(2, 7, 6, 5, 16, dtype=torch.float64),
+    )
+    kw = dict(
+        n_temporal=2,
+        cuboid_hw=(4, 4),
+        shift_hw=shift,
+        strategy="dll",
+        padding_type="ignore",
+        max_temporal_relative=13,
+        use_global_vector=bool(global_vectors),
+        separate_global_qkv=True,
+    )
     fast = CuboidCrossAttention(16, 4, backend="sdpa", **kw).double().eval()
     slow = CuboidCrossAttention(16, 4, backend="eager", **kw).double().eval()
     slow.load_state_dict(fast.state_dict())
@@ -105,8 +131,9 @@ def test_cross_1x1_reads_every_memory_frame_at_the_same_pixel():
 def test_cross_memory_is_padded_on_the_left():
     # with 2 temporal groups and 5 memory frames, the last memory frame must land in a full group
     x, mem = torch.randn(1, 2, 2, 2, 8), torch.randn(1, 5, 2, 2, 8, requires_grad=True)
-    layer = CuboidCrossAttention(8, 2, n_temporal=2, cuboid_hw=(2, 2), strategy="lll", padding_type="ignore",
-                                 max_temporal_relative=8).eval()
+    layer = CuboidCrossAttention(
+        8, 2, n_temporal=2, cuboid_hw=(2, 2), strategy="lll", padding_type="ignore", max_temporal_relative=8
+    ).eval()
     layer(x, mem)[0, 1].sum().backward()  # second query frame = second temporal group
     touched = mem.grad.abs().sum(dim=(0, 2, 3, 4)) > 0
     assert touched.tolist() == [False, False, True, True, True]
@@ -125,8 +152,15 @@ def _pad_with(value):
 @pytest.mark.parametrize("globals_", [0, 3])
 def test_ignore_padding_is_independent_of_pad_content(globals_):
     x = torch.randn(2, 5, 5, 3, 16)
-    layer = CuboidSelfAttention(16, 4, cuboid_size=(2, 2, 2), shift_size=(1, 1, 1), padding_type="ignore",
-                                num_global_vectors=globals_, use_global_self_attn=True).eval()
+    layer = CuboidSelfAttention(
+        16,
+        4,
+        cuboid_size=(2, 2, 2),
+        shift_size=(1, 1, 1),
+        padding_type="ignore",
+        num_global_vectors=globals_,
+        use_global_self_attn=True,
+    ).eval()
     args = (x,) if not globals_ else (x, torch.randn(2, globals_, 16))
     with mock.patch.object(self_attention_module, "pad", _pad_with(0.0)):
         a = layer(*args)
@@ -141,8 +175,9 @@ def test_ignore_padding_fully_padded_rows_never_nan():
     # dilated T with 3 frames in cuboids of 4: most slots are padding; gradients must stay finite
     x = torch.randn(1, 3, 2, 2, 8, requires_grad=True)
     for backend in ("sdpa", "eager"):
-        layer = CuboidSelfAttention(8, 2, cuboid_size=(2, 2, 2), strategy="ddd", padding_type="ignore",
-                                    backend=backend)
+        layer = CuboidSelfAttention(
+            8, 2, cuboid_size=(2, 2, 2), strategy="ddd", padding_type="ignore", backend=backend
+        )
         out = CuboidSelfAttentionBlock(8, 2, [((2, 2, 2), "ddd", (0, 0, 0))], padding_type="ignore")(x)
         out.sum().backward()
         assert torch.isfinite(layer(x)).all() and torch.isfinite(x.grad).all()
@@ -208,8 +243,9 @@ def test_every_self_pattern_runs_forward_backward(name):
 @pytest.mark.parametrize("name", sorted(CROSS_PATTERNS.names()))
 def test_every_cross_pattern_runs_forward_backward(name):
     mem_shape = (5, 8, 6)
-    block = CuboidCrossAttentionBlock(16, 2, get_cross_pattern(name, mem_shape), padding_type="zeros",
-                                      max_temporal_relative=10)
+    block = CuboidCrossAttentionBlock(
+        16, 2, get_cross_pattern(name, mem_shape), padding_type="zeros", max_temporal_relative=10
+    )
     out = block(torch.randn(1, 4, 8, 6, 16), torch.randn(1, *mem_shape, 16))
     out.square().mean().backward()
     for pname, p in block.named_parameters():

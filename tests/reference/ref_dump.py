@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--perturb", action="store_true", help="add noise to every parameter")
     args = parser.parse_args()
     sys.path.insert(0, _find_bench_dir())
-    import bench_ref  # noqa: E402
-    import torch  # noqa: E402
+    import bench_ref
+    import torch
 
     hw = tuple(int(v) for v in args.hw.split(",")) if args.hw else None
     torch.manual_seed(args.seed)

@@ -78,7 +78,9 @@ def attend(
         mask = bias.to(q.dtype)
     if allowed is not None:
         neg = torch.tensor(mask_value(q.dtype), dtype=q.dtype, device=q.device)
-        mask = torch.where(allowed, mask if mask is not None else torch.zeros((), dtype=q.dtype, device=q.device), neg)
+        mask = torch.where(
+            allowed, mask if mask is not None else torch.zeros((), dtype=q.dtype, device=q.device), neg
+        )
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
     if allowed is not None:
         out = out * allowed.any(dim=-1, keepdim=True).to(out.dtype)
@@ -107,7 +109,9 @@ def _eager(
     allowed: Tensor | None,
     dropout_p: float,
 ) -> Tensor:
-    logits = torch.cat([(qb * scale) @ kb.transpose(-2, -1) for qb, kb in zip(query_blocks, key_blocks)], dim=-1)
+    logits = torch.cat(
+        [(qb * scale) @ kb.transpose(-2, -1) for qb, kb in zip(query_blocks, key_blocks)], dim=-1
+    )
     if bias is not None:
         logits = logits + bias
     if allowed is not None:

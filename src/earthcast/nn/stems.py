@@ -88,7 +88,8 @@ class StackConvStem(nn.Module):
         super().__init__()
         ins = [in_dim, *dims[:-1]]
         self.stages = nn.ModuleList(
-            StackStemStage(i, d, f, n, activation, padding_type) for i, d, f, n in zip(ins, dims, factors, num_convs)
+            StackStemStage(i, d, f, n, activation, padding_type)
+            for i, d, f, n in zip(ins, dims, factors, num_convs)
         )
 
     def stage_shapes(self, shape: Sequence[int]) -> list[tuple[int, int, int, int]]:
@@ -129,7 +130,8 @@ class StackConvHead(nn.Module):
         sizes = list(stem_sizes)[::-1]
         ins = [dims[0], *dims[:-1]]
         self.stages = nn.ModuleList(
-            StackHeadStage(i, d, s, n, activation) for i, d, s, n in zip(ins, dims, sizes, list(num_convs)[::-1])
+            StackHeadStage(i, d, s, n, activation)
+            for i, d, s, n in zip(ins, dims, sizes, list(num_convs)[::-1])
         )
 
     def forward(self, x: Tensor) -> Tensor:

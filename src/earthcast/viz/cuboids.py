@@ -40,12 +40,16 @@ def plot_decomposition(pattern: str | list, shape: Sequence[int], path: str | Pa
         ax = fig.add_subplot(1, len(layers), i + 1, projection="3d")
         colours = cmap((ids % 20) / 19.0)
         colours[..., 3] = 0.85
-        ax.voxels(np.ones(ids.shape, dtype=bool), facecolors=colours, edgecolor=(0, 0, 0, 0.25), linewidth=0.3)
+        ax.voxels(
+            np.ones(ids.shape, dtype=bool), facecolors=colours, edgecolor=(0, 0, 0, 0.25), linewidth=0.3
+        )
         ax.set_xlabel("T")
         ax.set_ylabel("H")
         ax.set_zlabel("W")
-        ax.set_title(f"{tuple(cuboid)} {''.join(strategy)}" + (f" shift {tuple(shift)}" if any(shift) else ""),
-                     fontsize=8)
+        ax.set_title(
+            f"{tuple(cuboid)} {''.join(strategy)}" + (f" shift {tuple(shift)}" if any(shift) else ""),
+            fontsize=8,
+        )
         ax.set_box_aspect(ids.shape)
     fig.suptitle(title or (pattern if isinstance(pattern, str) else "cuboid decomposition"))
     fig.tight_layout()

@@ -113,8 +113,17 @@ class EarthformerConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("input_shape", "target_shape", "enc_depth", "dec_depth", "stem_scale", "stack_dims",
-                     "stack_factors", "stack_num_convs", "block_units"):
+        for name in (
+            "input_shape",
+            "target_shape",
+            "enc_depth",
+            "dec_depth",
+            "stem_scale",
+            "stack_dims",
+            "stack_factors",
+            "stack_num_convs",
+            "block_units",
+        ):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(int(v) for v in value))
@@ -145,18 +154,28 @@ def _validate(cfg: EarthformerConfig) -> None:
     elif cfg.input_shape[1:3] != cfg.target_shape[1:3]:
         problems.append(f"input H, W {cfg.input_shape[1:3]} must equal target H, W {cfg.target_shape[1:3]}")
     if len(cfg.enc_depth) != len(cfg.dec_depth):
-        problems.append(f"enc_depth {cfg.enc_depth} and dec_depth {cfg.dec_depth} need the same number of levels")
+        problems.append(
+            f"enc_depth {cfg.enc_depth} and dec_depth {cfg.dec_depth} need the same number of levels"
+        )
     if cfg.base_units % cfg.num_heads:
         problems.append(f"base_units={cfg.base_units} must be divisible by num_heads={cfg.num_heads}")
     if cfg.global_dim_ratio != 1 and not cfg.separate_global_qkv:
         problems.append("global_dim_ratio != 1 needs separate_global_qkv=True")
-    for name, registry in (("enc_pattern", SELF_PATTERNS), ("dec_self_pattern", SELF_PATTERNS),
-                           ("dec_cross_pattern", CROSS_PATTERNS)):
+    for name, registry in (
+        ("enc_pattern", SELF_PATTERNS),
+        ("dec_self_pattern", SELF_PATTERNS),
+        ("dec_cross_pattern", CROSS_PATTERNS),
+    ):
         if getattr(cfg, name) not in registry:
-            problems.append(f"{name}={getattr(cfg, name)!r} is not a registered pattern ({', '.join(registry.names()[:8])}, …)")
-    if cfg.stem == "stack_conv" and not (len(cfg.stack_dims) == len(cfg.stack_factors) == len(cfg.stack_num_convs)):
+            valid = ", ".join(registry.names()[:8])
+            problems.append(f"{name}={getattr(cfg, name)!r} is not a registered pattern ({valid}, …)")
+    if cfg.stem == "stack_conv" and not (
+        len(cfg.stack_dims) == len(cfg.stack_factors) == len(cfg.stack_num_convs)
+    ):
         problems.append("stack_dims, stack_factors and stack_num_convs must have the same length")
     if cfg.stem == "conv" and cfg.base_units % 16:
-        problems.append(f"the 'conv' stem uses GroupNorm(16): base_units={cfg.base_units} must be a multiple of 16")
+        problems.append(
+            f"the 'conv' stem uses GroupNorm(16): base_units={cfg.base_units} must be a multiple of 16"
+        )
     if problems:
         raise ValueError("invalid EarthformerConfig: " + "; ".join(problems))

@@ -77,7 +77,9 @@ def convert_key(key: str) -> str | None:
     return new
 
 
-def convert_reference_state_dict(state_dict: Mapping[str, Tensor], preset: str | None = None) -> dict[str, Tensor]:
+def convert_reference_state_dict(
+    state_dict: Mapping[str, Tensor], preset: str | None = None
+) -> dict[str, Tensor]:
     """Rename a reference ``CuboidTransformerModel`` state dict for earthcast's ``Earthformer``.
 
     Args:

@@ -54,11 +54,14 @@ class EarthformerDecoder(nn.Module):
             for i in range(levels)
         )
         self.cross_blocks = nn.ModuleList(
-            nn.ModuleList(self._cross_block(cfg, mem_shapes[i], t_in + t_out) for _ in range(cfg.dec_depth[i]))
+            nn.ModuleList(
+                self._cross_block(cfg, mem_shapes[i], t_in + t_out) for _ in range(cfg.dec_depth[i])
+            )
             for i in range(self.cross_start, levels)
         )
         self.upsamples = nn.ModuleList(
-            Upsample2D(mem_shapes[i + 1][-1], mem_shapes[i][-1], mem_shapes[i][1:3]) for i in range(levels - 1)
+            Upsample2D(mem_shapes[i + 1][-1], mem_shapes[i][-1], mem_shapes[i][1:3])
+            for i in range(levels - 1)
         )
         self.level_pos = (
             nn.ModuleList(
@@ -94,7 +97,11 @@ class EarthformerDecoder(nn.Module):
         )
 
     def forward(self, z: Tensor, memories: list[Tensor], mem_globals: list[Tensor] | None = None) -> Tensor:
-        """``z (B, T_out, H_L, W_L, D_L)``; ``memories[i] (B, T_in, H_i, W_i, D_i)`` → ``(B, T_out, H0, W0, D0)``."""
+        """Decode all lead times at once.
+
+        ``z (B, T_out, H_L, W_L, D_L)``, ``memories[i] (B, T_in, H_i, W_i, D_i)``
+        → ``(B, T_out, H0, W0, D0)``.
+        """
         for i in reversed(range(len(memories))):
             g = None if mem_globals is None else mem_globals[i]
             first_cross = int(self.top_starts_with_cross and i == len(memories) - 1)

@@ -89,7 +89,9 @@ class EarthformerEncoder(nn.Module):
             else None
         )
 
-    def forward(self, x: Tensor, global_vectors: Tensor | None = None) -> tuple[list[Tensor], list[Tensor] | None]:
+    def forward(
+        self, x: Tensor, global_vectors: Tensor | None = None
+    ) -> tuple[list[Tensor], list[Tensor] | None]:
         """``x (B, T, H0, W0, D0)``, globals ``(B, P, D0·ratio)`` → (memories, per-level globals)."""
         memories, level_globals = [], [] if self.num_globals > 0 else None
         for i, level in enumerate(self.levels):

@@ -25,7 +25,11 @@ class Earthformer(nn.Module):
 
     def __init__(self, config: EarthformerConfig | None = None, **overrides) -> None:
         super().__init__()
-        cfg = (config or EarthformerConfig()).replace(**overrides) if overrides else (config or EarthformerConfig())
+        cfg = (
+            (config or EarthformerConfig()).replace(**overrides)
+            if overrides
+            else (config or EarthformerConfig())
+        )
         self.config = cfg
         t_in, _, _, _ = cfg.input_shape
         t_out, _, _, c_out = cfg.target_shape
@@ -43,7 +47,9 @@ class Earthformer(nn.Module):
         self.z_proj = nn.Linear(d_top, d_top)
         # learned decoder queries (z_init "zeros") are built from this table; other methods never read it
         self.dec_pos = (
-            SpaceTimePosEmbed(d_top, t_out, h_top, w_top, cfg.pos_embed_type) if cfg.z_init_method == "zeros" else None
+            SpaceTimePosEmbed(d_top, t_out, h_top, w_top, cfg.pos_embed_type)
+            if cfg.z_init_method == "zeros"
+            else None
         )
         self.decoder = EarthformerDecoder(cfg, self.mem_shapes)
         self.out_proj = nn.Linear(head_dim, c_out)
@@ -119,16 +125,18 @@ class Earthformer(nn.Module):
 
 def _build_stem_and_head(cfg: EarthformerConfig) -> tuple[nn.Module, nn.Module, int]:
     """Stem, head and the head's output width for ``cfg.stem``."""
-    t_in, h, w, c_in = cfg.input_shape
+    _, h, w, c_in = cfg.input_shape
     if cfg.stem == "conv":
-        stem = ConvStem(c_in, cfg.base_units, cfg.stem_scale, cfg.stem_conv_layers, cfg.stem_activation,
-                        cfg.padding_type)
+        stem = ConvStem(
+            c_in, cfg.base_units, cfg.stem_scale, cfg.stem_conv_layers, cfg.stem_activation, cfg.padding_type
+        )
         head = ConvHead(cfg.base_units, (h, w), cfg.head_conv_layers, cfg.stem_activation)
         return stem, head, cfg.base_units
     if cfg.stack_dims[-1] != cfg.base_units:
         raise ValueError(f"stack_dims[-1]={cfg.stack_dims[-1]} must equal base_units={cfg.base_units}")
-    stem = StackConvStem(c_in, cfg.stack_dims, cfg.stack_factors, cfg.stack_num_convs, cfg.stem_activation,
-                         cfg.padding_type)
+    stem = StackConvStem(
+        c_in, cfg.stack_dims, cfg.stack_factors, cfg.stack_num_convs, cfg.stem_activation, cfg.padding_type
+    )
     sizes = [(h, w)] + [s[1:3] for s in stem.stage_shapes(cfg.input_shape)[:-1]]
     head = StackConvHead(cfg.stack_dims, sizes, cfg.stack_num_convs, cfg.stem_activation)
     return stem, head, cfg.stack_dims[0]

@@ -85,7 +85,10 @@ def earthformer_enso() -> EarthformerConfig:
 @_preset
 def earthformer_sevir_tiny() -> EarthformerConfig:
     return earthformer_sevir().replace(
-        input_shape=(5, 48, 48, 1), target_shape=(4, 48, 48, 1), base_units=16, num_global_vectors=2,
+        input_shape=(5, 48, 48, 1),
+        target_shape=(4, 48, 48, 1),
+        base_units=16,
+        num_global_vectors=2,
         stack_dims=(4, 8, 16),
     )
 
@@ -100,7 +103,11 @@ def earthformer_sevirlr_tiny() -> EarthformerConfig:
 @_preset
 def earthformer_nbody_tiny() -> EarthformerConfig:
     return earthformer_nbody().replace(
-        input_shape=(4, 16, 16, 1), target_shape=(4, 16, 16, 1), base_units=16, enc_depth=(2, 1), dec_depth=(2, 1)
+        input_shape=(4, 16, 16, 1),
+        target_shape=(4, 16, 16, 1),
+        base_units=16,
+        enc_depth=(2, 1),
+        dec_depth=(2, 1),
     )
 
 

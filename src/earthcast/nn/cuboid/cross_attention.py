@@ -19,7 +19,15 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from earthcast.nn.cuboid.decomposition import PADDING_TYPES, decompose, merge, normalize_strategy, pad, roll, unpad
+from earthcast.nn.cuboid.decomposition import (
+    PADDING_TYPES,
+    decompose,
+    merge,
+    normalize_strategy,
+    pad,
+    roll,
+    unpad,
+)
 from earthcast.nn.cuboid.masks import cross_attention_mask
 from earthcast.nn.cuboid.relative_bias import RelativePositionBias
 from earthcast.nn.cuboid.self_attention import attend_in_cuboids
@@ -199,9 +207,25 @@ class CuboidCrossAttentionBlock(nn.Module):
         self.checkpoint_level = checkpoint_level
         self.attns = nn.ModuleList(
             CuboidCrossAttention(
-                dim, num_heads, n_t, hw, shift, strategy, padding_type, cross_last_n_frames, qkv_bias, None,
-                attn_drop, proj_drop, max_temporal_relative, norm, use_global_vector, separate_global_qkv,
-                global_dim_ratio, use_relative_pos, backend,
+                dim,
+                num_heads,
+                n_t,
+                hw,
+                shift,
+                strategy,
+                padding_type,
+                cross_last_n_frames,
+                qkv_bias,
+                None,
+                attn_drop,
+                proj_drop,
+                max_temporal_relative,
+                norm,
+                use_global_vector,
+                separate_global_qkv,
+                global_dim_ratio,
+                use_relative_pos,
+                backend,
             )
             for hw, shift, strategy, n_t in layers
         )

@@ -105,7 +105,9 @@ class GlobalVectorPaths(nn.Module):
         v_tok = rearrange(self.token_v(tokens), "b n v (h d) -> b h (n v) d", h=self.heads)
         queries, keys, values = [q], [k_tok], [v_tok]
         if self.use_self_attn:
-            gq, gk, gv = rearrange(self.self_qkv(g), "b p (three h d) -> three b h p d", three=3, h=self.heads)
+            gq, gk, gv = rearrange(
+                self.self_qkv(g), "b p (three h d) -> three b h p d", three=3, h=self.heads
+            )
             queries.append(gq)
             keys.append(gk)
             values.append(gv)

@@ -136,7 +136,13 @@ class CuboidSelfAttention(nn.Module):
         self.num_global_vectors = num_global_vectors
         self.glob = (
             GlobalVectorPaths(
-                dim, num_heads, separate_global_qkv, use_global_self_attn, global_dim_ratio, qkv_bias, norm,
+                dim,
+                num_heads,
+                separate_global_qkv,
+                use_global_self_attn,
+                global_dim_ratio,
+                qkv_bias,
+                norm,
                 use_final_proj,
             )
             if num_global_vectors > 0
@@ -177,12 +183,18 @@ class CuboidSelfAttention(nn.Module):
         return self.attn_drop if self.training else 0.0
 
     def _tokens_with_globals(
-        self, g: Tensor, tokens: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None,
+        self,
+        g: Tensor,
+        tokens: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: Tensor | None,
         allowed: Tensor | None,
     ) -> Tensor:
         """Tokens attend to their cuboid plus the P globals (one softmax). → ``(B, n, h, v, d)``."""
         gk = self.glob.keys_for_tokens(g, tokens)
-        b, n, h, vol, d = q.shape
+        b, n, h, _, d = q.shape
         p = gk.key.shape[-2]
         g_key = gk.key[:, None].expand(b, n, h, p, d)
         g_val = gk.value[:, None].expand(b, n, h, p, d)
@@ -196,12 +208,20 @@ class CuboidSelfAttention(nn.Module):
             queries, keys, [v, g_val], bias, allowed, self.scale, self._dropout_p, self.backend
         )
 
-    def _update_globals(self, g: Tensor, tokens: Tensor, k: Tensor, v: Tensor, valid: Tensor | None) -> Tensor:
+    def _update_globals(
+        self, g: Tensor, tokens: Tensor, k: Tensor, v: Tensor, valid: Tensor | None
+    ) -> Tensor:
         """Globals attend to every token (and themselves). → update ``(B, P, Cg)``."""
         queries, keys, values = self.glob.update_inputs(g, tokens, k, v)
         mask = self.glob.token_key_mask(valid, g.shape[1], len(keys) > 1)
         out = attend(
-            queries, keys, values, scale=self.scale, allowed=mask, dropout_p=self._dropout_p, backend=self.backend
+            queries,
+            keys,
+            values,
+            scale=self.scale,
+            allowed=mask,
+            dropout_p=self._dropout_p,
+            backend=self.backend,
         )  # (B, h, P, dg)
         out = rearrange(out, "b h p d -> b p (h d)")
         return self.proj_drop(self.glob.proj(out))
@@ -259,9 +279,24 @@ class CuboidSelfAttentionBlock(nn.Module):
 
         self.attns = nn.ModuleList(
             CuboidSelfAttention(
-                dim, num_heads, cuboid, shift, strategy, padding_type, qkv_bias, None, attn_drop, proj_drop,
-                use_final_proj, norm, num_global_vectors, use_global_self_attn, separate_global_qkv,
-                global_dim_ratio, use_relative_pos, backend,
+                dim,
+                num_heads,
+                cuboid,
+                shift,
+                strategy,
+                padding_type,
+                qkv_bias,
+                None,
+                attn_drop,
+                proj_drop,
+                use_final_proj,
+                norm,
+                num_global_vectors,
+                use_global_self_attn,
+                separate_global_qkv,
+                global_dim_ratio,
+                use_relative_pos,
+                backend,
             )
             for cuboid, strategy, shift in layers
         )
