@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from earthcast import __version__
 
-_COMMAND_MODULES = ("models", "convert")
+_COMMAND_MODULES = ("models", "convert", "predict", "score", "plot", "data")
 
 
 class UserError(Exception):

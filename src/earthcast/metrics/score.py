@@ -128,14 +128,18 @@ def _check_options(kind: str, scale: str, mode: str) -> None:
 def _as_5d(array: np.ndarray, name: str) -> np.ndarray:
     if not hasattr(array, "ndim"):
         array = np.asarray(array)
-    if array.ndim == 4:
-        return array[..., np.newaxis]
-    if array.ndim != 5:
+    if array.ndim not in (4, 5):
         raise ValueError(
             f"score_arrays: {name} must be (N, T, H, W) or (N, T, H, W, C), got {array.ndim}-D shape "
             f"{tuple(array.shape)}; reshape it, e.g. add a sample axis with array[None]"
         )
-    return array
+    dtype = np.asarray(array[:0]).dtype  # works for memory maps and tensors alike
+    if dtype.kind not in "biuf":
+        raise ValueError(
+            f"score_arrays: {name} holds {dtype} values, not numbers; "
+            "pass numeric arrays, e.g. array.astype(np.float32)"
+        )
+    return array[..., np.newaxis] if array.ndim == 4 else array
 
 
 def _check_shapes(pred: np.ndarray, target: np.ndarray, kind: str) -> None:
@@ -158,7 +162,7 @@ def _check_shapes(pred: np.ndarray, target: np.ndarray, kind: str) -> None:
 
 
 def _chunk(array: np.ndarray, start: int, size: int, name: str, allow_nan: bool) -> Tensor:
-    chunk = torch.from_numpy(np.asarray(array[start : start + size], dtype=np.float32))
+    chunk = torch.from_numpy(np.array(array[start : start + size], dtype=np.float32))  # copy: memmaps are read-only
     bad = torch.isinf(chunk) if allow_nan else ~torch.isfinite(chunk)
     if bool(bad.any()):
         sample = start + int(torch.nonzero(bad)[0, 0])

@@ -26,11 +26,23 @@ def _earthformer_factory(preset: str):
     return build
 
 
+def persistence(**overrides: Any) -> nn.Module:
+    """Last-frame persistence (no parameters); ``out_len`` / ``channels_out`` follow the data."""
+    from earthcast.models.baselines.persistence import Persistence
+
+    return Persistence(**overrides)
+
+
+# Config fields that a trainer fills from the data contract unless they are overridden explicitly.
+persistence.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
+
+
 def _register_builtins() -> None:
     from earthcast.models.earthformer.presets import PRESETS
 
     for name in PRESETS:
         MODELS.add(name, _earthformer_factory(name))
+    MODELS.add("persistence", persistence)
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

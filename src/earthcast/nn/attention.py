@@ -6,7 +6,9 @@ Two interchangeable backends compute the same function:
   the boolean mask folded into one additive mask (fused kernels on CPU and GPU, no materialised
   probability tensor in the flash/efficient kernels);
 * ``"eager"`` — the plain ``softmax(q·kᵀ·scale + bias)`` written out, kept as the executable
-  specification the tests compare the fast path against.
+  specification the tests compare the fast path against;
+* ``"auto"`` (default) — SDPA on GPU; on CPU the faster of the two for the problem size
+  (explicit below ``CPU_SDPA_MIN_KEYS`` keys, SDPA above).
 
 *Block queries.* Some attention maps use a different query projection per key block (tokens
 reading their cuboid with ``q`` and the global vectors with ``q_l2g``; SPEC §1.7). The logits are
@@ -16,6 +18,10 @@ its own feature slot, so ``[q₀|q₁]·[k₀|0]ᵀ = q₀·k₀ᵀ``.
 
 *Masked rows.* A query whose every key is masked returns zeros (as the reference's
 ``softmax(...)·mask``), never NaN, on both backends.
+
+*Dropout on CPU.* PyTorch's CPU SDPA falls back to its math kernel with slow ``bernoulli_``
+dropout; with attention dropout on a CPU tensor both backends use the explicit computation with
+a fused dropout-matmul that regenerates its mask from a seed in backward (nothing extra saved).
 """
 
 from __future__ import annotations
@@ -27,8 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Backend = Literal["sdpa", "eager"]
-BACKENDS = ("sdpa", "eager")
+from earthcast.nn.dropout import drop_mask, new_seed, quantised
+
+Backend = Literal["auto", "sdpa", "eager"]
+BACKENDS = ("auto", "sdpa", "eager")
+# On CPU, SDPA's fused kernel pays a fixed cost per (batch, head) problem and loses to the explicit
+# computation for the many tiny problems of cuboid attention (axial cuboids hold 10-40 tokens);
+# measured crossover on a 2-core CPU: ~128 keys (benchmarks/attention_kernels.py).
+CPU_SDPA_MIN_KEYS = 128
 
 
 def mask_value(dtype: torch.dtype) -> float:
@@ -45,7 +57,7 @@ def attend(
     bias: Tensor | None = None,
     allowed: Tensor | None = None,
     dropout_p: float = 0.0,
-    backend: Backend = "sdpa",
+    backend: Backend = "auto",
 ) -> Tensor:
     """Scaled dot-product attention over (possibly several) key blocks.
 
@@ -58,7 +70,7 @@ def attend(
         bias: additive logits, broadcastable to ``(..., Lq, Lk)``.
         allowed: boolean, broadcastable to ``(..., Lq, Lk)``; False entries are excluded.
         dropout_p: dropout on the attention probabilities (pass 0.0 in eval mode).
-        backend: ``"sdpa"`` (fast) or ``"eager"`` (reference).
+        backend: ``"auto"``, ``"sdpa"`` or ``"eager"`` (see module docstring).
 
     Returns:
         ``(..., Lq, Dv)``
@@ -68,7 +80,9 @@ def attend(
     if len(query_blocks) != len(key_blocks):
         raise ValueError(f"{len(query_blocks)} query blocks for {len(key_blocks)} key blocks")
     v = values if isinstance(values, Tensor) else torch.cat(list(values), dim=-2)
-    if backend == "eager":
+    if backend == "auto":
+        backend = "sdpa" if v.is_cuda or v.shape[-2] >= CPU_SDPA_MIN_KEYS else "eager"
+    if backend == "eager" or (dropout_p > 0 and v.device.type == "cpu"):
         return _eager(query_blocks, key_blocks, v, scale, bias, allowed, dropout_p)
     if backend != "sdpa":
         raise ValueError(f"unknown attention backend '{backend}', choose one of {BACKENDS}")
@@ -117,8 +131,39 @@ def _eager(
     if allowed is not None:
         logits = logits.masked_fill(~allowed, mask_value(logits.dtype))
     probs = torch.softmax(logits, dim=-1)
-    if allowed is not None:
-        probs = probs * allowed
     if dropout_p > 0:
-        probs = F.dropout(probs, p=dropout_p)
-    return probs @ v
+        out = _DropoutMatmul.apply(probs, v, dropout_p, new_seed())
+    else:
+        out = probs @ v
+    if allowed is not None:  # rows without any allowed key: zeros (softmax(...)·mask in the reference)
+        out = out * allowed.any(dim=-1, keepdim=True).to(out.dtype)
+    return out
+
+
+class _DropoutMatmul(torch.autograd.Function):
+    """``dropout(probs) @ v`` saving only ``probs`` (kept by softmax anyway) and ``v``."""
+
+    @staticmethod
+    def forward(ctx, probs: Tensor, v: Tensor, p: float, seed: int) -> Tensor:
+        ctx.save_for_backward(probs, v)
+        ctx.p, ctx.seed, ctx.scale = p, seed, quantised(p)[1]
+        dropped = probs.masked_fill(drop_mask(probs.shape, p, seed, probs.device), 0.0)
+        return torch.matmul(dropped, v).mul_(ctx.scale)  # rescale the (smaller) output
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        probs, v = ctx.saved_tensors
+        drop = drop_mask(probs.shape, ctx.p, ctx.seed, probs.device)
+        g_v = torch.matmul(probs.masked_fill(drop, 0.0).transpose(-2, -1), grad).mul_(ctx.scale)
+        g_probs = torch.matmul(grad, v.transpose(-2, -1)).masked_fill_(drop, 0.0).mul_(ctx.scale)
+        return g_probs, _unbroadcast(g_v, v.shape), None, None
+
+
+def _unbroadcast(grad: Tensor, shape: torch.Size) -> Tensor:
+    """Sum ``grad`` over dimensions that were broadcast to reach it from ``shape``."""
+    while grad.dim() > len(shape):
+        grad = grad.sum(0)
+    for i, s in enumerate(shape):
+        if s == 1 and grad.shape[i] != 1:
+            grad = grad.sum(i, keepdim=True)
+    return grad

@@ -1,23 +1,35 @@
-"""Position-wise feed-forward network (pre-norm, residual inside), optionally gated (SPEC §1.8)."""
+"""Position-wise feed-forward network (pre-norm, residual inside), optionally gated (SPEC §1.8).
+
+``y = x + Drop(W2 · Drop(act(W1 · LN(x)) [⊙ W1g · LN(x)]))``
+
+Training uses a fused autograd function for the common (non-gated, LayerNorm) case. It computes
+exactly the same function but saves only ``x``, the LayerNorm statistics and the pre-activation
+``W1·LN(x)+b1`` (5 numbers per channel instead of ~15): the normalised input, the activation and
+both dropout masks are recomputed in backward (dropout masks from their seed). The backward uses
+ATen's own backward kernels, so gradients match autograd's to rounding.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
+from earthcast.nn.dropout import Dropout, drop_mask, new_seed, quantised
 from earthcast.nn.norm import make_norm
 
 Activation = Literal["gelu", "leaky", "relu", "silu", "identity"]
+LEAKY_SLOPE = 0.1
 
 
-def make_activation(name: str) -> nn.Module:
+def make_activation(name: str, inplace: bool = False) -> nn.Module:
     """``leaky`` is LeakyReLU(0.1), the Earthformer class default."""
     table = {
         "gelu": nn.GELU,
-        "leaky": lambda: nn.LeakyReLU(0.1),
-        "relu": nn.ReLU,
-        "silu": nn.SiLU,
+        "leaky": lambda: nn.LeakyReLU(LEAKY_SLOPE, inplace=inplace),
+        "relu": lambda: nn.ReLU(inplace=inplace),
+        "silu": lambda: nn.SiLU(inplace=inplace),
         "identity": nn.Identity,
     }
     if name not in table:
@@ -25,8 +37,84 @@ def make_activation(name: str) -> nn.Module:
     return table[name]()
 
 
+def _act_forward(name: str, h: Tensor) -> Tensor:
+    if name == "gelu":
+        return torch.nn.functional.gelu(h)
+    if name == "leaky":
+        return torch.nn.functional.leaky_relu(h, LEAKY_SLOPE)
+    if name == "relu":
+        return torch.relu(h)
+    return torch.nn.functional.silu(h)
+
+
+def _act_backward(name: str, grad: Tensor, h: Tensor) -> Tensor:
+    if name == "gelu":
+        return torch.ops.aten.gelu_backward(grad, h)
+    if name == "leaky":
+        return torch.ops.aten.leaky_relu_backward(grad, h, LEAKY_SLOPE, False)
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(grad, h, 0.0)
+    return torch.ops.aten.silu_backward(grad, h)
+
+
+class _FusedPreNormMLP(torch.autograd.Function):
+    """``x + D2(W2·D1(act(W1·LN(x)+b1))+b2)`` on ``x (N, C)`` with a memory-lean backward."""
+
+    @staticmethod
+    def forward(ctx, x, ln_w, ln_b, w1, b1, w2, b2, act: str, p: float, seed: int, eps: float):
+        c = x.shape[-1]
+        xn, mean, rstd = torch.native_layer_norm(x, (c,), ln_w, ln_b, eps)
+        h = torch.addmm(b1, xn, w1.t())  # (N, hidden)
+        a = _act_forward(act, h)
+        scale = quantised(p)[1] if p > 0 else 1.0
+        if p > 0:  # the rescaling of the first dropout is folded into the second matmul (alpha)
+            a.masked_fill_(drop_mask(a.shape, p, seed, a.device), 0.0)
+        y = torch.addmm(b2, a, w2.t(), alpha=scale)  # (N, C)
+        if p > 0:
+            y.masked_fill_(drop_mask(y.shape, p, seed + 1, y.device), 0.0).mul_(scale)
+        ctx.save_for_backward(x, mean, rstd, ln_w, ln_b, w1, w2, h)
+        ctx.act, ctx.p, ctx.seed, ctx.eps, ctx.scale = act, p, seed, eps, scale
+        return y.add_(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, mean, rstd, ln_w, ln_b, w1, w2, h = ctx.saved_tensors
+        p, seed, scale = ctx.p, ctx.seed, ctx.scale
+        c = x.shape[-1]
+        g_y = (
+            grad_out.masked_fill(drop_mask(grad_out.shape, p, seed + 1, x.device), 0.0) if p > 0 else grad_out
+        )
+        # recompute what forward did not keep
+        xn = torch.native_layer_norm(x, (c,), ln_w, ln_b, ctx.eps)[0]
+        a = _act_forward(ctx.act, h)
+        drop1 = drop_mask(a.shape, p, seed, x.device) if p > 0 else None
+        if p > 0:
+            a.masked_fill_(drop1, 0.0)
+        # g_y carries one factor `scale` (second dropout), the first dropout another
+        g_w2 = torch.mm(g_y.t(), a).mul_(scale * scale) if p > 0 else g_y.t() @ a
+        g_b2 = g_y.sum(0).mul_(scale) if p > 0 else g_y.sum(0)
+        g_a = torch.mm(g_y, w2)
+        if p > 0:
+            g_a.masked_fill_(drop1, 0.0).mul_(scale * scale)
+        g_h = _act_backward(ctx.act, g_a, h)
+        g_w1 = g_h.t() @ xn
+        g_b1 = g_h.sum(0)
+        g_xn = g_h @ w1
+        g_x, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
+            g_xn, x, (c,), mean, rstd, ln_w, ln_b, [True, True, True]
+        )
+        return grad_out + g_x, g_lnw, g_lnb, g_w1, g_b1, g_w2, g_b2, None, None, None, None
+
+
 class PositionwiseFFN(nn.Module):
-    """``x + Drop(W2 · Drop(act(W1 · LN(x))))``; gated: ``act(W1g · LN(x)) ⊙ (W1 · LN(x))``."""
+    """Pre-norm FFN with the residual inside: ``(..., C)`` → ``(..., C)``.
+
+    Args:
+        dim: channels; hidden: hidden width (Earthformer: 4·dim).
+        dropout: rate after the activation and after the second projection.
+        activation: ``gelu`` | ``leaky`` | ``relu`` | ``silu``; gated: ``act(W1g·x) ⊙ (W1·x)``.
+        norm: ``layer_norm`` | ``rms_norm``.
+    """
 
     def __init__(
         self,
@@ -41,12 +129,31 @@ class PositionwiseFFN(nn.Module):
         self.norm = make_norm(norm, dim)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc1_gate = nn.Linear(dim, hidden) if gated else None
+        self.activation = activation
         self.act = make_activation(activation)
         self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
+        self.fusable = not gated and norm == "layer_norm" and activation in ("gelu", "leaky", "relu", "silu")
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (..., C)`` → ``(..., C)``."""
+        if self.fusable and torch.is_grad_enabled():
+            p = self.drop.p if self.training else 0.0
+            flat = x.reshape(-1, x.shape[-1])
+            y = _FusedPreNormMLP.apply(
+                flat,
+                self.norm.weight,
+                self.norm.bias,
+                self.fc1.weight,
+                self.fc1.bias,
+                self.fc2.weight,
+                self.fc2.bias,
+                self.activation,
+                p,
+                new_seed() if p > 0 else 0,
+                self.norm.eps,
+            )
+            return y.view(x.shape)
         y = self.norm(x)
         if self.fc1_gate is not None:
             h = self.act(self.fc1_gate(y)) * self.fc1(y)

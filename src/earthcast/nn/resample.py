@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
@@ -60,5 +61,42 @@ class Upsample2D(nn.Module):
         """``(B, T, h, w, C)`` → ``(B, T, H, W, C_out)``."""
         b = x.shape[0]
         x = rearrange(x, "b t h w c -> (b t) c h w")
-        x = self.conv(F.interpolate(x, size=self.size, mode="nearest"))
+        if torch.is_grad_enabled():
+            x = _NearestUpConv.apply(x, self.conv.weight, self.conv.bias, self.size)
+        else:
+            x = self.conv(F.interpolate(x, size=self.size, mode="nearest"))
         return rearrange(x, "(b t) c h w -> b t h w c", b=b)
+
+
+class _NearestUpConv(torch.autograd.Function):
+    """``conv3x3(nearest_resize(x))`` keeping the small ``x`` for backward, not the resized copy."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, size: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.size = size
+        up = F.interpolate(x, size=size, mode="nearest")
+        return F.conv2d(up, weight, bias, padding=weight.shape[-1] // 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        up = F.interpolate(x, size=ctx.size, mode="nearest")
+        pad = weight.shape[-1] // 2
+        g_up, g_w, g_b = torch.ops.aten.convolution_backward(
+            grad,
+            up,
+            weight,
+            [weight.shape[0]],
+            [1, 1],
+            [pad, pad],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [ctx.needs_input_grad[0], True, True],
+        )
+        g_x = None
+        if ctx.needs_input_grad[0]:
+            g_x = torch.ops.aten.upsample_nearest2d_backward(g_up, list(ctx.size), list(x.shape), None, None)
+        return g_x, g_w, g_b, None

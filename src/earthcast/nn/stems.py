@@ -28,7 +28,9 @@ def conv_stack(in_dim: int, out_dim: int, num_convs: int, groups: int, activatio
         layers += [
             nn.Conv2d(in_dim if i == 0 else out_dim, out_dim, 3, padding=1),
             nn.GroupNorm(groups, out_dim),
-            make_activation(activation),
+            # in place: GroupNorm's backward needs its input, not its output, so the activation
+            # may overwrite it (one activation tensor less kept for backward per conv)
+            make_activation(activation, inplace=True),
         ]
     return nn.Sequential(*layers)
 

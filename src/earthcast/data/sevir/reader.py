@@ -76,7 +76,11 @@ class SEVIRReader:
             try:
                 self._handles[file_name] = h5py.File(path, "r")
             except OSError as err:
-                raise OSError(f"cannot open SEVIR file {path} (corrupt or not HDF5?): {err}") from err
+                raise OSError(
+                    f"cannot open SEVIR file {path}: it is truncated, corrupt or not HDF5 ({err}). "
+                    "Download it again (aws s3 cp --no-sign-request s3://sevir/data/<file_name>) or "
+                    "regenerate the store"
+                ) from err
         return self._handles[file_name]
 
     def __getstate__(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "stem_activation": ("gelu", "leaky", "relu", "silu"),
     "norm_layer": ("layer_norm", "rms_norm"),
     "dec_pattern_time": ("encoder", "target"),
-    "attention_backend": ("sdpa", "eager"),
+    "attention_backend": ("auto", "sdpa", "eager"),
 }
 
 
@@ -58,7 +58,7 @@ class EarthformerConfig:
         checkpoint_level: activation checkpointing 0/1/2.
         dec_pattern_time: ``encoder`` builds decoder self patterns from the encoder's T (the
             reference behaviour, needed for official weights); ``target`` uses T_out (corrected).
-        attention_backend: ``sdpa`` (fast) or ``eager`` (reference maths).
+        attention_backend: ``auto`` (fastest kernel per device and size) | ``sdpa`` | ``eager``.
     """
 
     input_shape: Shape4 = (10, 64, 64, 1)
@@ -109,7 +109,7 @@ class EarthformerConfig:
     stack_num_convs: tuple[int, ...] = (2, 2, 2)
     checkpoint_level: int = 0
     dec_pattern_time: Literal["encoder", "target"] = "encoder"
-    attention_backend: Literal["sdpa", "eager"] = "sdpa"
+    attention_backend: Literal["auto", "sdpa", "eager"] = "auto"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -31,6 +31,7 @@ from earthcast.nn.cuboid.decomposition import (
 from earthcast.nn.cuboid.masks import cross_attention_mask
 from earthcast.nn.cuboid.relative_bias import RelativePositionBias
 from earthcast.nn.cuboid.self_attention import attend_in_cuboids
+from earthcast.nn.dropout import Dropout
 from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm import make_norm
 
@@ -67,7 +68,7 @@ class CuboidCrossAttention(nn.Module):
         separate_global_qkv: bool = False,
         global_dim_ratio: int = 1,
         use_relative_pos: bool = True,
-        backend: str = "sdpa",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -93,7 +94,7 @@ class CuboidCrossAttention(nn.Module):
         extent = (max_temporal_relative, *self.cuboid_hw)
         self.rel_bias = RelativePositionBias(extent, num_heads) if use_relative_pos else None
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop, inplace=True)  # applied to the fresh output of self.proj
         self.use_global_vector = use_global_vector
         self.separate_global_qkv = separate_global_qkv and use_global_vector
         if self.separate_global_qkv:
@@ -200,7 +201,7 @@ class CuboidCrossAttentionBlock(nn.Module):
         global_dim_ratio: int = 1,
         use_relative_pos: bool = True,
         checkpoint_level: int = 0,
-        backend: str = "sdpa",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.use_inter_ffn = use_inter_ffn

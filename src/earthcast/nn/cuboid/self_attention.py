@@ -33,6 +33,7 @@ from earthcast.nn.cuboid.decomposition import (
 from earthcast.nn.cuboid.global_vectors import GlobalVectorPaths
 from earthcast.nn.cuboid.masks import self_attention_mask
 from earthcast.nn.cuboid.relative_bias import RelativePositionBias
+from earthcast.nn.dropout import Dropout
 from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm import make_norm
 
@@ -91,7 +92,7 @@ class CuboidSelfAttention(nn.Module):
         padding_type: ``ignore`` (masked), ``zeros`` or ``nearest``.
         num_global_vectors: ``P``; when > 0 ``forward`` takes and returns the global vectors.
         separate_global_qkv, use_global_self_attn, global_dim_ratio: see ``global_vectors.py``.
-        backend: attention kernel, ``"sdpa"`` (fast) or ``"eager"`` (reference).
+        backend: attention kernel, ``"auto"`` | ``"sdpa"`` | ``"eager"`` (see ``nn/attention.py``).
     """
 
     def __init__(
@@ -113,7 +114,7 @@ class CuboidSelfAttention(nn.Module):
         separate_global_qkv: bool = False,
         global_dim_ratio: int = 1,
         use_relative_pos: bool = True,
-        backend: str = "sdpa",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -132,7 +133,7 @@ class CuboidSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.rel_bias = RelativePositionBias(self.cuboid_size, num_heads) if use_relative_pos else None
         self.proj = nn.Linear(dim, dim) if use_final_proj else nn.Identity()
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop, inplace=use_final_proj)  # in place only on fresh Linear outputs
         self.num_global_vectors = num_global_vectors
         self.glob = (
             GlobalVectorPaths(
@@ -264,7 +265,7 @@ class CuboidSelfAttentionBlock(nn.Module):
         use_relative_pos: bool = True,
         use_final_proj: bool = True,
         checkpoint_level: int = 0,
-        backend: str = "sdpa",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if not layers:

@@ -1,0 +1,139 @@
+"""Timing/memory protocol shared by the earthcast benchmarks (mirrors shared/bench/bench_ref.py).
+
+* forward: ``eval()`` + ``torch.no_grad()``; forward+backward: ``train()`` (dropout on), MSE to a
+  fixed random target, ``backward()``, gradients reset (``set_to_none``) before each iteration.
+* ``warmup`` untimed iterations, then ``runs`` timed ones; median/min in milliseconds.
+* Peak RSS from ``VmHWM`` after resetting the high-water mark (``/proc/self/clear_refs``), so
+  every phase has its own peak.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    kb = _status_kb("VmHWM")
+    return None if kb is None else kb / 1024
+
+
+def rss_mb() -> float | None:
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024
+
+
+def machine_info(threads: int) -> dict:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_phase(model, x, target, *, warmup: int, runs: int, fwd_only: bool, autocast_dtype=None) -> dict:
+    """Time forward (inference) or forward+backward (training step without optimizer)."""
+    device = x.device
+    model.train(not fwd_only)
+
+    def step():
+        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else _null()
+        if fwd_only:
+            with torch.no_grad(), ctx:
+                model(x)
+            return
+        model.zero_grad(set_to_none=True)
+        with ctx:
+            out = model(x)
+            loss = torch.nn.functional.mse_loss(out.float(), target)
+        loss.backward()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ok = reset_peak_rss()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        samples.append((time.perf_counter() - t0) * 1000)
+    out = {
+        "median_ms": round(statistics.median(samples), 3),
+        "min_ms": round(min(samples), 3),
+        "samples_ms": [round(s, 3) for s in samples],
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_peak_reset_ok": ok,
+    }
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def forward_flops(model, x) -> int | None:
+    """FLOPs of one forward pass counted by ``torch.utils.flop_counter`` (eval mode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def matmul_peak_flops(device: torch.device, dtype=torch.float32, n: int = 2048, runs: int = 5) -> float:
+    """Measured dense matmul throughput (FLOP/s) of this machine: the roofline we compare against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best

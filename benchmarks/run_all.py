@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Earthformer speed/memory, earthcast vs the reference (earthformer 0.2.1), side by side; JSON out.
+
+For every preset and phase, each implementation is measured in a *fresh process* (so peak RSS is
+per phase), ours and the reference alternating ``--rounds`` times; the median of the rounds is
+reported with the ratios reference/ours (speed-up) and ours/reference (memory). The reference
+runs in its own venv (``EARTHCAST_REF_PYTHON``, see ``make ref``); without it only our numbers are
+reported. Also reports achieved forward FLOP/s as a fraction of this machine's fp32 matmul peak.
+
+usage: python benchmarks/run_all.py [--presets sevirlr,enso,...] [--threads 2] [--rounds 3]
+       [--out benchmarks/results] [--skip-ref]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PRESETS = {  # earthcast preset -> bench_ref.py config
+    "sevir": ("earthformer_sevir", "sevir"),
+    "sevirlr": ("earthformer_sevirlr", "sevirlr"),
+    "nbody": ("earthformer_nbody", "nbody"),
+    "enso": ("earthformer_enso", "enso"),
+}
+
+
+def _shared_bench() -> Path | None:
+    for root in (os.environ.get("EARTHCAST_SHARED"), ROOT.parent / "shared"):
+        if root and (Path(root) / "bench" / "bench_ref.py").is_file():
+            return Path(root) / "bench"
+    return None
+
+
+def _run_json(cmd: list[str]) -> dict:
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def measure_ours(preset: str, phase: str, args) -> dict:
+    cmd = [sys.executable, str(HERE / "model_speed.py"), "--preset", preset, "--phase", phase,
+           "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", "1"]
+    return _run_json(cmd)[phase]
+
+
+def measure_ref(config: str, phase: str, args, ref_python: str, bench: Path) -> dict:
+    cmd = [ref_python, str(bench / "bench_ref.py"), "model", "--config", config, "--phase", phase,
+           "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", "1"]
+    return _run_json(cmd)[phase]
+
+
+def flops_fraction(preset: str, args) -> dict:
+    cmd = [sys.executable, str(HERE / "model_speed.py"), "--preset", preset, "--phase", "fwd", "--flops",
+           "--threads", str(args.threads), "--runs", str(args.runs)]
+    r = _run_json(cmd)
+    return {"fwd_gflops": r["fwd_flops"] / 1e9, "matmul_peak_gflops_s": r["matmul_peak_flops"] / 1e9,
+            "fwd_fraction_of_peak": r["fwd"]["fraction_of_matmul_peak"]}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="sevirlr,enso,nbody,sevir")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--out", default=None, help="folder for the JSON result file")
+    p.add_argument("--skip-ref", action="store_true")
+    args = p.parse_args(argv)
+    ref_python = None if args.skip_ref else os.environ.get("EARTHCAST_REF_PYTHON") or None
+    bench = _shared_bench()
+    if ref_python and not (Path(ref_python).exists() and bench):
+        ref_python = None
+    results = {"threads": args.threads, "rounds": args.rounds, "reference": bool(ref_python), "presets": {}}
+    for name in args.presets.split(","):
+        preset, config = PRESETS[name]
+        entry = {"preset": preset}
+        for phase in ("fwd", "fwdbwd"):
+            ours, ref = [], []
+            for _ in range(args.rounds):
+                ours.append(measure_ours(preset, phase, args))
+                if ref_python:
+                    ref.append(measure_ref(config, phase, args, ref_python, bench))
+            entry[phase] = _summarise(ours, ref)
+        entry.update(flops_fraction(preset, args))
+        results["presets"][name] = entry
+        print(json.dumps({name: entry}), flush=True)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+        path = out / f"model_speed_cpu_fp32_t{args.threads}_{stamp}.json"
+        path.write_text(json.dumps(results, indent=1))
+        print(f"wrote {path}", file=sys.stderr)
+    return results
+
+
+def _summarise(ours: list[dict], ref: list[dict]) -> dict:
+    o_ms = statistics.median(r["median_ms"] for r in ours)
+    o_mb = statistics.median(r["peak_rss_mb"] for r in ours)
+    out = {"ours_ms": round(o_ms, 1), "ours_peak_rss_mb": round(o_mb, 1)}
+    if ref:
+        r_ms = statistics.median(r["median_ms"] for r in ref)
+        r_mb = statistics.median(r["peak_rss_mb"] for r in ref)
+        out.update({"ref_ms": round(r_ms, 1), "ref_peak_rss_mb": round(r_mb, 1),
+                    "speedup": round(r_ms / o_ms, 3), "memory_ratio": round(o_mb / r_mb, 3)})
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""``earthcast data`` — write synthetic datasets in their real layouts, or import radar composites.
+
+Sub-commands (each a thin shell over the generator named in brackets):
+
+* ``synth-sevir``  SEVIR VIL store: ``CATALOG.csv`` + ``data/vil/<year>/*.h5``
+  [``earthcast.data.sevir.write_synthetic_sevir``]
+* ``synth-enso``   ICAR-ENSO look-alike: ``CMIP_train.nc`` + ``CMIP_label.nc``
+  [``earthcast.data.enso.write_synthetic_enso``]
+* ``nbody``        N-body MNIST: ``nbody_{train,val,test}.h5`` [``earthcast.data.nbody.write_nbody``]
+* ``moving-mnist`` Moving MNIST: ``moving_mnist_{train,val,test}.h5``
+  [``earthcast.data.moving_mnist.write_moving_mnist``]
+* ``import-radar`` pysteps-readable composites → ``(time, y, x)`` Zarr/NetCDF
+  [``earthcast.data.radar.import_radar``]
+
+Every file is written to a temporary name and renamed, so an interrupted run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from earthcast.cli import UserError
+
+_MNIST_DIGIT = 28  # MNIST digits are 28×28 pixels
+# Restated from earthcast.data.radar so that `earthcast --help` does not import xarray;
+# tests/cli/test_data.py checks that they agree.
+RADAR_SOURCE_NAMES = ("bom", "fmi", "knmi", "mch")
+RADAR_TRANSFORMS = ("dbr", "log1p", "rainrate")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "data",
+        help="write synthetic SEVIR / ENSO / N-body / Moving MNIST data, or import radar composites",
+        description="Create datasets in the layouts the earthcast loaders read.",
+    )
+    commands = p.add_subparsers(dest="data_command", metavar="DATASET")
+    commands.required = True
+    _add_sevir(commands)
+    _add_enso(commands)
+    _add_nbody(commands)
+    _add_moving_mnist(commands)
+    _add_radar(commands)
+
+
+def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _positive(**values: int) -> None:
+    bad = {k: v for k, v in values.items() if v is None or v < 1}
+    if bad:
+        flags = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in bad.items())
+        raise UserError(f"{flags}: must be a positive number")
+
+
+def _non_negative(**values: int) -> None:
+    bad = {k: v for k, v in values.items() if v < 0}
+    if bad:
+        raise UserError(", ".join(f"--{k} {v}" for k, v in bad.items()) + ": must be >= 0")
+
+
+# ------------------------------------------------------------------------------------ SEVIR
+
+
+def _add_sevir(commands) -> None:
+    p = commands.add_parser("synth-sevir", help="synthetic SEVIR VIL store (real layout)")
+    _common(p)
+    p.add_argument("--events", type=int, default=24, help="complete events (default 24)")
+    p.add_argument("--size", type=int, default=384, help="pixels per side (default 384; real SEVIR 384)")
+    p.add_argument("--frames", type=int, default=49, help="frames per event, 5 min apart (default 49)")
+    p.add_argument("--incomplete", type=int, default=1, help="extra events with missing pixels (default 1)")
+    p.set_defaults(func=_run_sevir)
+
+
+def _run_sevir(args: argparse.Namespace) -> int:
+    from earthcast.data.sevir import write_synthetic_sevir
+
+    _positive(events=args.events)
+    _non_negative(incomplete=args.incomplete)
+    if args.size < 8 or args.frames < 2:
+        raise UserError(f"--size must be >= 8 and --frames >= 2, got {args.size} and {args.frames}")
+    root = write_synthetic_sevir(
+        args.out,
+        n_events=args.events,
+        size=args.size,
+        frames=args.frames,
+        seed=args.seed,
+        n_incomplete=args.incomplete,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {args.events + args.incomplete} SEVIR events ({args.size}×{args.size}×{args.frames}) to {root}: "
+        f"CATALOG.csv + data/vil/; read with earthcast.data.sevir.SEVIRDataset('{root}', 'train')"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------- ENSO
+
+
+def _add_enso(commands) -> None:
+    p = commands.add_parser("synth-enso", help="synthetic ICAR-ENSO CMIP_train.nc / CMIP_label.nc")
+    _common(p)
+    p.add_argument("--cmip6-models", type=int, default=2, help="CMIP6-like models (default 2)")
+    p.add_argument("--cmip6-years", type=int, default=6, help="years per CMIP6 model (default 6)")
+    p.add_argument("--cmip5-models", type=int, default=3, help="CMIP5-like models, >= 3 (default 3)")
+    p.add_argument("--cmip5-years", type=int, default=5, help="years per CMIP5 model (default 5)")
+    p.add_argument("--no-t300", action="store_true", help="write only 'sst' (no 't300')")
+    p.set_defaults(func=_run_enso)
+
+
+def _run_enso(args: argparse.Namespace) -> int:
+    from earthcast.data.enso import write_synthetic_enso
+
+    if args.cmip5_models < 3:
+        raise UserError(
+            f"--cmip5-models must be >= 3 (one each for train, val and test), got {args.cmip5_models}"
+        )
+    _non_negative(cmip6_models=args.cmip6_models)
+    _positive(cmip6_years=args.cmip6_years, cmip5_years=args.cmip5_years)
+    paths = write_synthetic_enso(
+        args.out,
+        n_cmip6_models=args.cmip6_models,
+        years_cmip6=args.cmip6_years,
+        n_cmip5_models=args.cmip5_models,
+        years_cmip5=args.cmip5_years,
+        seed=args.seed,
+        include_t300=not args.no_t300,
+    )
+    print(
+        f"wrote {paths['train']} and {paths['label']}; read with earthcast.data.enso.ENSODataset('{args.out}')"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------- N-body / Moving MNIST
+
+
+def _add_digit_options(p: argparse.ArgumentParser, counts: tuple[int, int, int], digits: int) -> None:
+    for split, n in zip(("train", "val", "test"), counts):
+        p.add_argument(f"--{split}", type=int, default=n, help=f"{split} sequences (default {n})")
+    p.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    p.add_argument("--seq-len", type=int, default=20, help="frames per sequence (default 20)")
+    p.add_argument("--digits", type=int, default=digits, help=f"digits per sequence (default {digits})")
+
+
+def _add_nbody(commands) -> None:
+    p = commands.add_parser("nbody", help="N-body MNIST sequences (HDF5 per split)")
+    _common(p)
+    _add_digit_options(p, (20000, 1000, 1000), 3)
+    p.set_defaults(func=_run_nbody)
+
+
+def _add_moving_mnist(commands) -> None:
+    p = commands.add_parser("moving-mnist", help="Moving MNIST sequences (HDF5 per split)")
+    _common(p)
+    _add_digit_options(p, (8100, 900, 1000), 2)
+    p.set_defaults(func=_run_moving_mnist)
+
+
+def _check_digit_args(args: argparse.Namespace) -> None:
+    _non_negative(train=args.train, val=args.val, test=args.test)
+    if args.train + args.val + args.test == 0:
+        raise UserError("--train, --val and --test are all 0: nothing to write")
+    _positive(size=args.size, seq_len=args.seq_len, digits=args.digits)
+
+
+def _report(written: dict[str, Path], reader: str, out: Path) -> None:
+    files = ", ".join(str(p) for p in written.values())
+    print(f"wrote {files}; read with {reader}('{out}', 'train')")
+
+
+def _run_nbody(args: argparse.Namespace) -> int:
+    from earthcast.data.nbody import NBodyConfig, write_nbody
+
+    _check_digit_args(args)
+    config = NBodyConfig(size=args.size, seq_len=args.seq_len, num_digits=args.digits)
+    written = write_nbody(
+        args.out, args.train, args.val, args.test, seed=args.seed, config=config, progress=not args.quiet
+    )
+    _report(written, "earthcast.data.nbody.NBodyDataset", args.out)
+    return 0
+
+
+def _run_moving_mnist(args: argparse.Namespace) -> int:
+    from earthcast.data.moving_mnist import MovingMNISTConfig, write_moving_mnist
+
+    _check_digit_args(args)
+    if args.size < _MNIST_DIGIT:
+        raise UserError(
+            f"--size {args.size} is smaller than the {_MNIST_DIGIT}-pixel MNIST digits; use >= 28"
+        )
+    config = MovingMNISTConfig(size=args.size, seq_len=args.seq_len, num_digits=args.digits)
+    written = write_moving_mnist(
+        args.out, args.train, args.val, args.test, seed=args.seed, config=config, progress=not args.quiet
+    )
+    _report(written, "earthcast.data.moving_mnist.MovingMNISTDataset", args.out)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ radar
+
+
+def _add_radar(commands) -> None:
+    p = commands.add_parser(
+        "import-radar",
+        help="radar composites (pysteps importers) → (time, y, x) Zarr or NetCDF",
+        description="Import one weather service's composites into a store with variable 'precip' "
+        "(time, y, x); transforms: dbr (10·log10 mm/h), log1p (log(1 + mm/h)), rainrate (mm/h).",
+    )
+    p.add_argument("--source", required=True, type=str.lower, choices=RADAR_SOURCE_NAMES)
+    p.add_argument("--path", required=True, type=Path, help="directory searched recursively for frames")
+    p.add_argument("--out", required=True, type=Path, help="output store: .zarr (directory) or .nc")
+    p.add_argument("--transform", default="dbr", choices=RADAR_TRANSFORMS, help="value transform (default dbr)")
+    p.add_argument(
+        "--threshold", type=float, default=0.1, help="dry below this rain rate, mm/h (default 0.1)"
+    )
+    p.add_argument("--downsample", type=int, default=1, help="mean-pool K×K pixels (default 1)")
+    p.add_argument("--crop", help="ROW0,ROW1,COL0,COL1 of the native grid, before pooling")
+    p.add_argument("--start", help="first time (ISO, e.g. 2016-09-28T16:00)")
+    p.add_argument("--end", help="last time (ISO)")
+    p.add_argument("--max-frames", type=int, help="keep only the first N frames")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_radar)
+
+
+def _parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        crop = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        crop = ()
+    if len(crop) != 4 or crop[0] >= crop[1] or crop[2] >= crop[3] or min(crop) < 0:
+        raise UserError(f"--crop '{text}' must be ROW0,ROW1,COL0,COL1 with ROW0 < ROW1 and COL0 < COL1")
+    return crop  # type: ignore[return-value]
+
+
+def _check_iso(flag: str, value: str | None) -> None:
+    from datetime import datetime
+
+    if value is None:
+        return
+    try:
+        datetime.fromisoformat(value)
+    except ValueError as err:
+        raise UserError(f"--{flag} '{value}' is not an ISO time; write e.g. 2016-09-28T16:00") from err
+
+
+def _run_radar(args: argparse.Namespace) -> int:
+    from earthcast.data.radar import import_radar
+
+    if args.out.suffix.lower() not in (".zarr", ".nc"):
+        raise UserError(f"--out '{args.out}' must end in .zarr or .nc")
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"--out '{args.out}' exists; pass --overwrite to replace it")
+    if not args.path.exists():
+        raise UserError(f"--path '{args.path}' not found; give the directory holding the {args.source} files")
+    for flag in ("start", "end"):
+        _check_iso(flag, getattr(args, flag))
+    if args.max_frames is not None:
+        _positive(max_frames=args.max_frames)
+    _positive(downsample=args.downsample)
+    try:
+        out = import_radar(
+            args.source,
+            args.path,
+            args.out,
+            transform=args.transform,
+            threshold=args.threshold,
+            downsample=args.downsample,
+            crop=_parse_crop(args.crop),
+            start=args.start,
+            end=args.end,
+            max_frames=args.max_frames,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except ImportError as err:
+        raise UserError(f"{err}") from err
+    except OSError as err:  # a damaged frame or an importer failure (FileNotFoundError passes through)
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise UserError(f"{err}; remove or replace that file, or narrow --start/--end") from err
+    print(
+        f"wrote {out} (variable 'precip' (time, y, x)); train on it with earthcast.data.gridded.GriddedDataset"
+    )
+    return 0

@@ -1,0 +1,183 @@
+"""``earthcast predict`` — run a checkpoint on saved contexts and write a CF-1.8 NetCDF forecast.
+
+The input holds contexts ``(N, T_in, H, W[, C])`` **in the model's scale** (the units/scale of the
+checkpoint's data contract, e.g. SEVIR VIL code / 255 in [0, 1]); see ``earthcast.inference``.
+The output layout is documented in ``earthcast.io.forecast``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from earthcast.cli import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="forecast from saved contexts with a checkpoint → CF NetCDF",
+        description="Run a trained checkpoint on contexts (N, T_in, H, W[, C]) stored as .npy, NetCDF or "
+        "Zarr, in the model's scale (the checkpoint's data contract; e.g. SEVIR VIL code / 255 in [0, 1]), "
+        "and write a CF-1.8 NetCDF forecast with dims (sample, lead_time, y, x[, channel]).",
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help="earthcast checkpoint (earthcast fit)")
+    p.add_argument("--input", required=True, type=Path, help="contexts: .npy, .nc or .zarr")
+    p.add_argument("--output", required=True, type=Path, help="forecast NetCDF to write (.nc)")
+    p.add_argument("--var", help="variable of a NetCDF/Zarr input (default: the first 4-D/5-D one)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--index", type=int, help="forecast only this sample")
+    which.add_argument("--start", type=int, default=0, help="first sample to forecast (default 0)")
+    p.add_argument("--count", type=int, help="number of samples from --start (default: all)")
+    p.add_argument("--batch-size", type=int, default=4, help="samples per forward pass (default 4)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        help="ensemble models: also write P(x >= τ) for these thresholds, in physical units "
+        "(e.g. SEVIR VIL codes 16 74 133)",
+    )
+    p.add_argument("--title", help="global 'title' attribute")
+    p.add_argument("--institution", help="global 'institution' attribute")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_paths(args)
+    model, contract, info = load_checkpoint(args.ckpt)
+    start, count = (args.index, 1) if args.index is not None else (args.start, args.count)
+    ds = predict_file(
+        model,
+        contract,
+        args.input,
+        args.output,
+        variable=args.var,
+        start=start,
+        count=count,
+        batch_size=args.batch_size,
+        device=args.device,
+        thresholds=args.thresholds,
+        attrs=provenance(args, info),
+        progress=not args.quiet,
+    )
+    name = str(contract.get("variable") or "forecast")
+    sizes = ", ".join(f"{d} {n}" for d, n in ds[name].sizes.items())
+    print(f"wrote {args.output}: {name} ({sizes}), units '{ds[name].attrs.get('units')}'")
+    return 0
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    if args.output.suffix.lower() != ".nc":
+        raise UserError(f"--output '{args.output}' must end in .nc (a NetCDF forecast is written)")
+    if args.output.exists() and not args.overwrite:
+        raise UserError(f"--output '{args.output}' exists; pass --overwrite to replace it")
+    if args.output.resolve() == args.input.resolve():
+        raise UserError("--output must differ from --input")
+    if not args.ckpt.is_file():
+        raise UserError(f"checkpoint '{args.ckpt}' not found; pass the .ckpt written by `earthcast fit`")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.index is not None and args.count is not None:
+        raise UserError("--index selects one sample; use --start with --count for a range")
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """``(model, data_contract, info)`` of a checkpoint; ``info`` has ``model_name`` and versions."""
+    try:
+        from earthcast.training.checkpoint import checkpoint_info, load_forecaster, read_checkpoint
+
+        model, contract = load_forecaster(path, map_location="cpu")
+    except ImportError as err:
+        raise UserError(f"cannot load '{path}': a package it needs failed to import ({err})") from err
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    info = {
+        "model_name": checkpoint_info(checkpoint, path)["model_name"],
+        "trained_with": hparams.get("earthcast_version"),
+        "sha256": _sha256(path),
+    }
+    return model, contract, info
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
+    """Global attributes ``title``, ``history``, ``source``, ``model``, ``checkpoint``, …"""
+    from earthcast import __version__
+
+    command = ["earthcast", "predict", "--ckpt", str(args.ckpt), "--input", str(args.input)]
+    command += ["--output", str(args.output)]
+    for flag in ("var", "index", "count", "thresholds"):
+        value = getattr(args, flag)
+        if value is not None:
+            command += [f"--{flag}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    if args.index is None and args.start:
+        command += ["--start", str(args.start)]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "title": args.title,
+        "institution": args.institution,
+        "history": f"{now}: {shlex.join(command)}",
+        "source": f"earthcast {__version__} {info['model_name']}",
+        "model": info["model_name"],
+        "checkpoint": str(args.ckpt),
+        "checkpoint_sha256": info.get("sha256"),
+        "model_trained_with": f"earthcast {info['trained_with']}" if info.get("trained_with") else None,
+        "earthcast_version": __version__,
+    }
+
+
+def predict_file(
+    model: nn.Module,
+    contract: dict[str, Any],
+    input_path: Path,
+    output_path: Path,
+    *,
+    variable: str | None = None,
+    start: int = 0,
+    count: int | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+    thresholds: Sequence[float] | None = None,
+    attrs: dict[str, Any] | None = None,
+    progress: bool = False,
+):
+    """Read contexts, forecast them with ``model`` and write the CF NetCDF; returns the dataset."""
+    from earthcast.inference import check_context, forecast_arrays
+    from earthcast.io.arrays import read_samples
+    from earthcast.io.forecast import forecast_dataset, write_forecast
+
+    samples = read_samples(input_path, variable, start=start, count=count, what="input")
+    contexts = check_context(samples.values, contract, f"input '{input_path}'")
+    forecast = forecast_arrays(
+        model, contexts, contract, batch_size=batch_size, device=device, progress=progress
+    )
+    dims = samples.dims
+    ds = forecast_dataset(
+        forecast,
+        contract,
+        sample_index=samples.index,
+        reference_time=samples.reference_time,
+        y=samples.coords.get(dims[2]) if len(dims) > 2 else None,
+        x=samples.coords.get(dims[3]) if len(dims) > 3 else None,
+        thresholds=thresholds,
+        attrs=attrs,
+    )
+    write_forecast(ds, output_path)
+    return ds

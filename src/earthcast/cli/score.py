@@ -1,0 +1,76 @@
+"""``earthcast score`` — score saved forecasts against targets and print the scores as JSON.
+
+A thin shell over ``earthcast.metrics.score_arrays`` (its docstring defines every key). Both
+files hold ``(N, T, H, W)`` or ``(N, T, H, W, C)`` in the same scale: ``.npy`` (memory-mapped, so
+large files are streamed), NetCDF or Zarr (``--var``; default the first 4-D/5-D data variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from earthcast.cli import UserError
+
+# Restated from earthcast.metrics.score so that `earthcast --help` does not import torchmetrics;
+# tests/cli/test_score.py checks that they agree.
+KINDS = ("sevir", "enso", "continuous")
+SCALES = ("01", "255")
+MODES = ("0", "1", "2")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="score forecasts against targets (SEVIR CSI…, ENSO, MSE/MAE/SSIM) → JSON",
+        description="Score forecasts against targets. sevir: csi/pod/sucr/bias/hss@τ for the SEVIR "
+        "thresholds, csi_m, mse, mae (VIL in [0, 1], or bytes with --scale 255; 255 = missing). "
+        "enso: c_nino34_m, c_nino34_wm, nino_rmse, mse (normalised SST, 24×48). continuous: mse, mae, ssim.",
+    )
+    p.add_argument("--pred", required=True, type=Path, help="forecasts: .npy, .nc or .zarr")
+    p.add_argument("--target", required=True, type=Path, help="targets, same shape and scale as --pred")
+    p.add_argument("--metrics", required=True, choices=KINDS, help="which family of scores")
+    p.add_argument("--scale", default="01", choices=SCALES, help="value scale: 01 = [0, 1], 255 = bytes")
+    p.add_argument(
+        "--mode",
+        default="0",
+        choices=MODES,
+        help="categorical aggregation: 0 pooled, 1 per lead time (lists), 2 per lead then averaged",
+    )
+    p.add_argument("--var", help="variable of a NetCDF/Zarr --pred (and --target unless --target-var)")
+    p.add_argument("--target-var", help="variable of a NetCDF/Zarr --target")
+    p.add_argument("--out", type=Path, help="also write the JSON to this file (.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _load(path: Path, variable: str | None, what: str):
+    from earthcast.io.arrays import read_samples
+
+    samples = read_samples(path, variable, what=what)
+    if "member" in samples.dims:
+        raise UserError(
+            f"{what} '{path}' variable '{samples.variable}' is an ensemble {samples.dims}; score its "
+            f"ensemble mean with --var {samples.variable}_ensemble_mean"
+        )
+    return samples.values
+
+
+def run(args: argparse.Namespace) -> int:
+    from earthcast.metrics import score_arrays
+
+    if args.out is not None and args.out.suffix.lower() != ".json":
+        raise UserError(f"--out '{args.out}' must end in .json")
+    pred = _load(args.pred, args.var, "pred")
+    target = _load(args.target, args.target_var or args.var, "target")
+    scores = score_arrays(pred, target, args.metrics, args.scale, args.mode, progress=not args.quiet)
+    text = json.dumps(scores, indent=2)
+    if args.out is not None:
+        from earthcast.utils.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0

@@ -1,0 +1,111 @@
+"""Train/val/test splits of one gridded ``(time, y, x)`` store, by time.
+
+A store holds a single time series, so the splits are consecutive time ranges: either explicit
+``time_slices`` (``{split: [start, end]}``, labels, both ends included) or ``split_fractions``
+(default 0.8 / 0.1 / 0.1 of the frames, in time order, no overlap). Normalisation statistics are
+computed on the training range only and reused for validation and test, so no information leaks
+from the evaluation periods. Options not listed here go to ``GriddedDataset`` unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from earthcast.data.config import DataConfig
+
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+_SPLITS = ("train", "val", "test")
+
+
+def gridded_present(root: Path) -> bool:
+    """A store is a NetCDF file or a (Zarr) directory."""
+    return root.is_file() or (root.is_dir() and any(root.iterdir()))
+
+
+def fraction_slices(
+    root: Path, fractions: tuple[float, float, float], time_dim: str = "time", engine: str | None = None
+) -> dict[str, tuple[Any, Any]]:
+    """``time_slice`` per split from fractions of the store's frames (labels if it has a time coordinate)."""
+    from earthcast.data.gridded import open_store
+
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) > 1 + 1e-9:
+        raise ValueError(
+            f"split_fractions must be three non-negative numbers summing to <= 1, got {fractions}"
+        )
+    with open_store(root, engine) as ds:
+        if time_dim not in ds.dims:
+            raise ValueError(f"store {root} has no time dimension '{time_dim}' (dims: {dict(ds.sizes)})")
+        n = ds.sizes[time_dim]
+        labels = ds[time_dim].values if time_dim in ds.coords else None
+    bounds = np.round(np.cumsum([0.0, *fractions]) * n).astype(int)
+    slices = {}
+    for split, a, b in zip(_SPLITS, bounds[:-1], bounds[1:]):
+        if labels is None:
+            slices[split] = (int(a), int(b))  # positions, end excluded
+        elif b > a:
+            slices[split] = (labels[a], labels[b - 1])  # labels, both ends included
+        else:
+            slices[split] = None
+    return slices
+
+
+def build_gridded(
+    root: Path, splits: tuple[str, ...], config: DataConfig, defaults: dict[str, Any]
+) -> dict[str, Dataset]:
+    """Datasets of the requested splits; the training statistics normalise every split."""
+    from earthcast.data.gridded import GriddedDataset
+    from earthcast.data.specs import call_with
+
+    options = {**defaults, **_windows(config), **config.options}
+    fractions = tuple(options.pop("split_fractions", DEFAULT_FRACTIONS))
+    slices = options.pop("time_slices", None)
+    if "variables" not in options:
+        raise ValueError(f"data set '{config.name}' needs data.options.variables (the variables to read)")
+    if slices is None:
+        slices = fraction_slices(root, fractions, options.get("time_dim", "time"), options.get("engine"))
+    missing = [s for s in _SPLITS if not slices.get(s)]
+    if missing:
+        raise ValueError(
+            f"no time range for split(s) {missing}; set data.options.time_slices or split_fractions"
+        )
+    train = call_with(GriddedDataset, "GriddedDataset", root, time_slice=tuple(slices["train"]), **options)
+    out: dict[str, Dataset] = {}
+    for split in splits:
+        if split == "train":
+            out[split] = train
+        else:
+            kwargs = {**options, "normalization": train.stats if options.get("normalization") else None}
+            out[split] = GriddedDataset(root, time_slice=tuple(slices[split]), **kwargs)
+    return out
+
+
+def _windows(config: DataConfig) -> dict[str, int]:
+    return {k: getattr(config, k) for k in ("in_len", "out_len", "stride") if getattr(config, k) is not None}
+
+
+def describe_gridded(dataset: Any) -> dict[str, Any]:
+    """Scale, units and time step of the (first) target variable."""
+    from earthcast.data.gridded import open_store
+
+    target = dataset.target_variables[0]
+    offset, scale = dataset.stats[target]
+    units, step = "", None
+    if dataset._path is not None:
+        with open_store(dataset._path, dataset._engine) as ds:
+            units = str(ds[target].attrs.get("units", ""))
+            if ds.attrs.get("timestep_units", "minutes") == "minutes" and "timestep" in ds.attrs:
+                step = int(ds.attrs["timestep"])
+    if step is None and dataset.time_step is not None:
+        step = int(np.asarray(dataset.time_step).astype("timedelta64[m]").astype(np.int64))
+    return {
+        "variable": ",".join(dataset.target_variables),
+        "units": units,
+        "scale": "none" if (offset, scale) == (0.0, 1.0) else "affine",
+        "scale_factor": float(scale),
+        "scale_offset": float(offset),
+        "frame_interval_minutes": step,
+    }

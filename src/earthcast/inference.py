@@ -1,0 +1,197 @@
+"""Run a trained forecaster over arrays of contexts, checked against its data contract.
+
+Axis legend: ``n`` sample, ``b`` batch, ``s`` ensemble member, ``t`` time, ``h``/``w`` space,
+``c`` channel.
+
+Contract: a context array is ``(N, T_in, H, W, C_in)`` (or ``(N, T_in, H, W)`` when
+``C_in = 1``) of finite numbers **in the model's scale** — the scale of the data contract, e.g.
+SEVIR VIL code / 255 in ``[0, 1]`` for ``scale="01"``. ``check_context`` refuses anything else
+with a message naming the expected shape and the fix. ``forecast_arrays`` runs the model in
+batches (``torch.inference_mode``) and returns ``(N, T_out, H, W, C_out)``, or
+``(N, S, T_out, H, W, C_out)`` for a model that returns ensemble members.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["SHAPE_KEYS", "check_context", "check_contract", "expected_shape", "forecast_arrays"]
+
+SHAPE_KEYS = ("in_len", "out_len", "height", "width", "channels_in", "channels_out")
+"""Contract keys that fix the model's input and output shapes."""
+_UNIT_RANGE_SLACK = 0.5
+"""Data scaled to [0, 1] may overshoot a little (new data, rounding); beyond this it was not scaled."""
+
+
+def check_contract(contract: Mapping[str, Any]) -> None:
+    """Raise ValueError when the contract lacks a shape key or holds a non-positive size."""
+    missing = [k for k in SHAPE_KEYS if contract.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"the model's data contract lacks {missing}, so inputs cannot be checked; "
+            "use a checkpoint written by `earthcast fit`"
+        )
+    bad = {k: contract[k] for k in SHAPE_KEYS if int(contract[k]) < 1}
+    if bad:
+        raise ValueError(f"the model's data contract has non-positive sizes {bad}")
+
+
+def expected_shape(contract: Mapping[str, Any], which: str = "input") -> str:
+    """Human-readable expected shape, e.g. ``(N, T_in=13, H=384, W=384, C=1)``."""
+    t_key, c_key = ("in_len", "channels_in") if which == "input" else ("out_len", "channels_out")
+    t_name = "T_in" if which == "input" else "T_out"
+    return (
+        f"(N, {t_name}={contract[t_key]}, H={contract['height']}, W={contract['width']}, C={contract[c_key]})"
+    )
+
+
+def _shape_hint(axis: str, got: int, contract: Mapping[str, Any]) -> str:
+    want = {
+        "T_in": contract["in_len"],
+        "H": contract["height"],
+        "W": contract["width"],
+        "C": contract["channels_in"],
+    }[axis]
+    hints = {
+        "T_in": f"give exactly {want} context frames per sample, e.g. array[:, -{want}:]",
+        "H": f"crop or regrid the frames to {contract['height']}×{contract['width']}, the grid the model "
+        "was trained on",
+        "C": f"give the {want} input channel(s) the model was trained on",
+    }
+    hints["W"] = hints["H"]
+    return f"{axis} is {got}, expected {want}: {hints[axis]}"
+
+
+def _check_shape(shape: tuple[int, ...], contract: Mapping[str, Any], name: str) -> None:
+    wanted = expected_shape(contract)
+    if len(shape) == 4 and int(contract["channels_in"]) != 1:
+        raise ValueError(
+            f"{name} has shape {shape} without a channel axis, but the model takes "
+            f"{contract['channels_in']} channels {wanted}; add the channel axis last (N, T, H, W, C)"
+        )
+    if len(shape) not in (4, 5):
+        raise ValueError(
+            f"{name} has shape {shape} ({len(shape)}-D), but the model expects {wanted}: N samples of "
+            f"{contract['in_len']} frames (channels last; the C axis may be left out when C=1). "
+            + ("Add a sample axis with array[None]" if len(shape) == 3 else "Reshape it to that layout")
+        )
+    axes = dict(zip(("T_in", "H", "W", "C"), (*shape[1:], 1)))
+    problems = [
+        _shape_hint(axis, got, contract)
+        for axis, got in axes.items()
+        if got != int(contract[{"T_in": "in_len", "H": "height", "W": "width", "C": "channels_in"}[axis]])
+    ]
+    if problems:
+        dataset = f" (trained on '{contract['dataset']}')" if contract.get("dataset") else ""
+        raise ValueError(
+            f"{name} shape {shape} does not match the model's contract {wanted}{dataset}; "
+            + "; ".join(problems)
+        )
+
+
+def _check_values(values: np.ndarray, contract: Mapping[str, Any], name: str) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        kind = "NaN" if np.isnan(values[tuple(bad)]) else "inf"
+        raise ValueError(
+            f"{name} contains {kind} (first at sample {bad[0]}, frame {bad[1]}); models need finite "
+            "inputs: fill missing pixels first (e.g. np.nan_to_num(x, nan=0.0) for 'no echo')"
+        )
+    if contract.get("scale") == "01" and values.size:
+        top, low = float(values.max()), float(values.min())
+        if top > 1.0 + _UNIT_RANGE_SLACK or low < -_UNIT_RANGE_SLACK:
+            raise ValueError(
+                f"{name} values span [{low:g}, {top:g}], but the model expects data scaled to [0, 1] "
+                "(contract scale '01', i.e. x / 255); divide byte data by 255 first"
+            )
+
+
+def check_context(inputs: np.ndarray, contract: Mapping[str, Any], name: str = "input") -> np.ndarray:
+    """Validate contexts against ``contract``; return them as float32 ``(N, T_in, H, W, C_in)``.
+
+    Raises:
+        ValueError: non-numeric values, wrong shape (the message names the expected shape and
+            the fix), NaN/inf, or values outside ``[0, 1]`` for a ``"01"``-scaled model.
+    """
+    check_contract(contract)
+    array = np.asarray(inputs)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} holds {array.dtype} values; the model needs numbers (float32)")
+    _check_shape(tuple(array.shape), contract, name)
+    values = array.astype(np.float32, copy=False)
+    if values.ndim == 4:
+        values = values[..., np.newaxis]  # (n, t, h, w) -> (n, t, h, w, 1)
+    _check_values(values, contract, name)
+    return values
+
+
+def _check_output(output: torch.Tensor, batch: int, contract: Mapping[str, Any]) -> None:
+    tail = (
+        int(contract["out_len"]),
+        int(contract["height"]),
+        int(contract["width"]),
+        int(contract["channels_out"]),
+    )
+    shape = tuple(output.shape)
+    if shape[0] != batch or shape[-4:] != tail or output.ndim not in (5, 6):
+        raise ValueError(
+            f"the model returned shape {shape} for a batch of {batch}, but its contract promises "
+            f"{expected_shape(contract, 'output')} (or an ensemble axis after N); the checkpoint's "
+            "contract does not describe this network"
+        )
+
+
+def forecast_arrays(
+    model: nn.Module,
+    contexts: np.ndarray,
+    contract: Mapping[str, Any],
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Forecast every context with ``model``.
+
+    Args:
+        model: a network ``(B, T_in, H, W, C_in) → (B, T_out, H, W, C_out)`` (or ``(B, S, …)``).
+        contexts: ``(N, T_in, H, W[, C_in])`` in the model's scale (checked with ``check_context``).
+        contract: the model's data contract.
+        batch_size: samples per forward pass.
+        device: where to run the model.
+        progress: show a tqdm bar; None shows it only when stderr is a terminal.
+
+    Returns:
+        float32 ``(N, T_out, H, W, C_out)`` or ``(N, S, T_out, H, W, C_out)``.
+
+    Raises:
+        ValueError: invalid contexts, an output that breaks the contract, or non-finite outputs.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    values = check_context(contexts, contract)
+    model = model.to(device).eval()
+    show = sys.stderr.isatty() if progress is None else progress
+    chunks = []
+    with torch.inference_mode():
+        for start in tqdm(
+            range(0, len(values), batch_size), desc="forecasting", unit="batch", disable=not show
+        ):
+            batch = torch.from_numpy(np.array(values[start : start + batch_size])).to(device)  # a copy:
+            # memory-mapped inputs are read-only
+            output = model(batch)  # (b, [s,] t_out, h, w, c_out)
+            _check_output(output, len(batch), contract)
+            if not bool(torch.isfinite(output).all()):
+                raise ValueError(
+                    f"the model produced NaN/inf for samples {start}…{start + len(batch) - 1}; "
+                    "the weights may be corrupt or training diverged"
+                )
+            chunks.append(output.float().cpu().numpy())
+    return np.concatenate(chunks)

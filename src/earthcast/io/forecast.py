@@ -1,0 +1,296 @@
+"""Forecasts as CF-1.8 NetCDF: lead times in minutes, units, provenance, optional ensembles.
+
+Axis legend: ``n`` sample, ``s`` ensemble member, ``t`` lead time, ``h``/``w`` space,
+``c`` channel, ``k`` threshold.
+
+``forecast_dataset(forecast, contract, ...)`` turns ``(N, T, H, W, C)`` (deterministic) or
+``(N, S, T, H, W, C)`` (ensemble) arrays into an ``xr.Dataset``; ``write_forecast`` writes it
+atomically. Layout of the file:
+
+========================================  ==============================================
+``<variable>(sample, [member,] lead_time, y, x[, channel])``  the forecast, named after the contract
+``<variable>_ensemble_mean(sample, lead_time, y, x[, channel])``  ensembles only
+``<variable>_exceedance_probability(sample, threshold, lead_time, y, x[, channel])``
+                                          ensembles with thresholds: fraction of members with
+                                          physical value ≥ τ
+``lead_time(lead_time)``                  minutes after the reference time (``standard_name
+                                          forecast_period``); frame steps when the contract has
+                                          no clock interval (monthly data)
+``sample(sample)``                        index of the sample in the input file
+``time(sample)``, ``valid_time``          reference time / valid time, when known
+========================================  ==============================================
+
+**Values stay in the model's scale** (the scale of the input, e.g. SEVIR VIL code / 255), so a
+forecast scores against targets prepared like the training data. The ``units`` attribute
+describes the stored numbers: the contract's ``units`` when the data are unscaled (``scale``
+``"raw"``/``"255"``), ``"1"`` for normalised data. Then ``physical_units``,
+``physical_scale_factor`` and ``physical_add_offset`` give the way back
+(``physical = value × factor + offset``; deliberately not the CF packing attributes
+``scale_factor``/``add_offset``, which readers would apply silently). Thresholds ``τ`` are in
+physical units, as the contract's ``thresholds`` (e.g. the SEVIR codes 16 … 219).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from earthcast.utils.io import atomic_path
+
+__all__ = ["FILL_VALUE", "exceedance_probability", "forecast_dataset", "physical_scale", "write_forecast"]
+
+FILL_VALUE = np.float32(-9999.0)
+"""``_FillValue`` of every float variable (forecasts never contain it; CF tools expect one)."""
+REFERENCES = (
+    "Gao et al. 2022, Earthformer: Exploring Space-Time Transformers for Earth System Forecasting "
+    "(NeurIPS); Gao et al. 2023, PreDiff: Precipitation Nowcasting with Latent Diffusion Models (NeurIPS)"
+)
+_UNSCALED = (None, "raw", "255", "none")
+# long_name and (where CF defines one) standard_name per contract variable
+_VARIABLES: dict[str, tuple[str, str | None]] = {
+    "vil": ("vertically integrated liquid (SEVIR VIL)", None),
+    "precip": ("precipitation", None),
+    "rainrate": ("rainfall rate", "rainfall_rate"),
+    "rain_rate": ("rainfall rate", "rainfall_rate"),
+    "sst": ("sea surface temperature anomaly", None),
+    "frames": ("image intensity", None),
+    "digits": ("image intensity", None),
+}
+_RAIN_RATE_UNITS = ("mm/h", "mm h-1", "mm hr-1")
+_MEMBER_ATTRS = {"standard_name": "realization", "long_name": "ensemble member"}
+
+
+def physical_scale(contract: Mapping[str, Any]) -> tuple[float, float]:
+    """``(factor, offset)`` with ``physical = value × factor + offset`` for the contract's scale.
+
+    ``"01"`` is ``x / 255`` (factor 255) unless the contract states ``scale_factor``; unscaled data
+    have ``(1, 0)``; other scales (``"minmax"``, ``"standard"``) need ``scale_factor`` (and
+    ``scale_offset``) in the contract.
+    """
+    scale = contract.get("scale")
+    factor, offset = contract.get("scale_factor"), contract.get("scale_offset")
+    if factor is None:
+        if scale == "01":
+            factor = 255.0
+        elif scale in _UNSCALED:
+            factor = 1.0
+        else:
+            raise ValueError(
+                f"the data contract has scale {scale!r} but no 'scale_factor', so values cannot be "
+                "related to physical thresholds; give thresholds only for models whose contract "
+                "states its scaling"
+            )
+    return float(factor), float(offset or 0.0)
+
+
+def exceedance_probability(
+    members: np.ndarray, thresholds: Sequence[float], factor: float = 1.0, offset: float = 0.0
+) -> np.ndarray:
+    """``P(x ≥ τ)`` as the fraction of members: ``(N, S, T, ...)`` → ``(N, K, T, ...)`` float32.
+
+    ``x = members × factor + offset`` is the physical value compared with each ``τ``.
+    """
+    physical = np.asarray(members, dtype=np.float64) * factor + offset  # (n, s, t, ...)
+    return np.stack([(physical >= tau).mean(axis=1) for tau in thresholds], axis=1).astype(np.float32)
+
+
+def _variable_attrs(contract: Mapping[str, Any], name: str) -> dict[str, Any]:
+    units = str(contract.get("units") or "1")
+    long_name, standard_name = _VARIABLES.get(name.lower(), (name, None))
+    if standard_name == "rainfall_rate" and units not in _RAIN_RATE_UNITS:
+        standard_name = None  # only claim the CF name when the units fit it
+    scale = contract.get("scale")
+    attrs: dict[str, Any] = {"long_name": long_name}
+    if standard_name:
+        attrs["standard_name"] = standard_name
+    if scale in _UNSCALED:
+        attrs["units"] = units
+        return attrs
+    factor, offset = physical_scale(contract)
+    attrs.update(
+        units="1",
+        physical_units=units,
+        physical_scale_factor=factor,
+        physical_add_offset=offset,
+        earthcast_scale=str(scale),
+        comment=f"values in the model's scale '{scale}': physical value [{units}] = value × {factor:g}"
+        + (f" + {offset:g}" if offset else ""),
+    )
+    attrs.pop("standard_name", None)  # a standard_name requires its canonical (physical) units
+    return attrs
+
+
+def _coords(
+    n: int,
+    t: int,
+    interval: float | None,
+    sample_index: Sequence[int] | None,
+    reference_time: np.ndarray | None,
+) -> dict[str, Any]:
+    lead = np.arange(1, t + 1, dtype=np.int32)
+    if interval is not None:
+        lead_attrs = {
+            "standard_name": "forecast_period",
+            "long_name": "forecast lead time",
+            "units": "minutes",
+        }
+        lead = (lead * interval).astype(np.float64 if float(interval) % 1 else np.int32)
+    else:
+        lead_attrs = {"long_name": "forecast lead time in frames (no fixed clock interval)", "units": "1"}
+    index = np.arange(n) if sample_index is None else np.asarray(sample_index)
+    coords: dict[str, Any] = {
+        "sample": ("sample", index.astype(np.int64), {"long_name": "index of the sample in the input file"}),
+        "lead_time": ("lead_time", lead, lead_attrs),
+    }
+    if reference_time is not None:
+        reference = np.asarray(reference_time, dtype="datetime64[ns]")
+        coords["time"] = (
+            "sample",
+            reference,
+            {"standard_name": "forecast_reference_time", "long_name": "time of the last context frame"},
+        )
+        if interval is not None:
+            valid = reference[:, None] + (lead[None, :] * 60e9).astype("timedelta64[ns]")
+            coords["valid_time"] = (("sample", "lead_time"), valid, {"standard_name": "time"})
+    return coords
+
+
+def _spatial(name: str, size: int, given: tuple[np.ndarray, dict] | None) -> tuple:
+    axis = "Y" if name == "y" else "X"
+    if given is not None and len(given[0]) == size:
+        return (name, np.asarray(given[0]), {**given[1], "axis": axis})
+    long_name = "grid row index" if name == "y" else "grid column index"
+    return (name, np.arange(size, dtype=np.int32), {"long_name": long_name, "axis": axis})
+
+
+def forecast_dataset(
+    forecast: np.ndarray,
+    contract: Mapping[str, Any],
+    *,
+    sample_index: Sequence[int] | None = None,
+    reference_time: np.ndarray | None = None,
+    y: tuple[np.ndarray, dict] | None = None,
+    x: tuple[np.ndarray, dict] | None = None,
+    thresholds: Sequence[float] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Build the CF dataset of a forecast (module docstring for the layout).
+
+    Args:
+        forecast: ``(N, T, H, W, C)`` or, for an ensemble, ``(N, S, T, H, W, C)``.
+        contract: the checkpoint's data contract (``variable``, ``units``, ``scale``,
+            ``frame_interval_minutes``, ``thresholds``, …).
+        sample_index: ``(N,)`` index of each sample in the input file (default ``0 … N−1``).
+        reference_time: ``(N,)`` datetime64 time of each sample's last context frame.
+        y, x: ``(values, attrs)`` coordinates of the grid (default: pixel indices).
+        thresholds: ``τ`` in physical units for ``P(x ≥ τ)`` (ensembles only).
+        attrs: global attributes (``title``, ``history``, ``source``, ``institution``, …).
+
+    Raises:
+        ValueError: wrong number of dimensions, or thresholds for a deterministic forecast.
+    """
+    forecast = np.asarray(forecast, dtype=np.float32)
+    if forecast.ndim not in (5, 6):
+        raise ValueError(
+            f"forecast must be (N, T, H, W, C) or an ensemble (N, S, T, H, W, C), got shape {forecast.shape}"
+        )
+    ensemble = forecast.ndim == 6
+    if thresholds and not ensemble:
+        raise ValueError(
+            "exceedance probabilities need an ensemble forecast (N, S, T, H, W, C); this model gives "
+            "one deterministic forecast, so drop the thresholds"
+        )
+    n, t, h, w, c = forecast.shape[0], *forecast.shape[-4:]
+    name = str(contract.get("variable") or "forecast")
+    interval = contract.get("frame_interval_minutes")
+    coords = _coords(n, t, interval, sample_index, reference_time)
+    coords["y"], coords["x"] = _spatial("y", h, y), _spatial("x", w, x)
+    space = ("lead_time", "y", "x") + (("channel",) if c > 1 else ())
+    values = forecast if c > 1 else forecast[..., 0]  # (n, [s,] t, h, w[, c])
+    var_attrs = _variable_attrs(contract, name)
+    data_vars: dict[str, Any] = {}
+    if ensemble:
+        coords["member"] = ("member", np.arange(forecast.shape[1], dtype=np.int32), _MEMBER_ATTRS)
+        data_vars[name] = (("sample", "member", *space), values, var_attrs)
+        mean_attrs = {
+            **var_attrs,
+            "long_name": f"ensemble mean of {var_attrs['long_name']}",
+            "cell_methods": "member: mean",
+        }
+        data_vars[f"{name}_ensemble_mean"] = (("sample", *space), values.mean(axis=1), mean_attrs)
+        if thresholds:
+            data_vars.update(_probabilities(values, contract, thresholds, name, space, coords))
+    else:
+        data_vars[name] = (("sample", *space), values, var_attrs)
+    if c > 1:
+        coords["channel"] = ("channel", np.arange(c, dtype=np.int32), {"long_name": "channel index"})
+    return xr.Dataset(data_vars, coords=coords, attrs=_global_attrs(contract, attrs))
+
+
+def _probabilities(values, contract, thresholds, name, space, coords) -> dict[str, Any]:
+    factor, offset = physical_scale(contract)
+    units = str(contract.get("units") or "1")
+    coords["threshold"] = (
+        "threshold",
+        np.asarray(thresholds, dtype=np.float64),
+        {"long_name": f"exceedance threshold of {name}", "units": units},
+    )
+    probability = exceedance_probability(values, thresholds, factor, offset)
+    attrs = {
+        "long_name": f"probability that {name} >= threshold (fraction of ensemble members)",
+        "units": "1",
+        "valid_range": np.array([0.0, 1.0], dtype=np.float32),
+    }
+    return {f"{name}_exceedance_probability": (("sample", "threshold", *space), probability, attrs)}
+
+
+def _global_attrs(contract: Mapping[str, Any], attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    merged = {
+        "Conventions": "CF-1.8",
+        "title": f"earthcast forecast of {contract.get('variable') or 'forecast'}",
+        "institution": "unknown (set with --institution)",
+        "source": "earthcast",
+        "history": "",
+        "references": REFERENCES,
+        "data_contract": json.dumps(dict(contract), default=_json_default, sort_keys=True),
+    }
+    merged.update({k: v for k, v in (attrs or {}).items() if v is not None})
+    return merged
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def write_forecast(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` as compressed NetCDF-4 through a temporary file + rename.
+
+    Raises:
+        ValueError: ``path`` does not end in ``.nc``.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".nc", ".nc4"):
+        raise ValueError(f"forecast output '{path}' must be a NetCDF file ending in .nc")
+    encoding = {
+        name: {"zlib": True, "complevel": 4, "_FillValue": FILL_VALUE}
+        for name, var in ds.data_vars.items()
+        if np.issubdtype(var.dtype, np.floating)
+    }
+    for name in ds.coords:
+        if np.issubdtype(ds[name].dtype, np.datetime64):
+            encoding[str(name)] = {"units": "minutes since 1970-01-01 00:00:00", "calendar": "standard"}
+        elif name not in encoding:
+            encoding[str(name)] = {"_FillValue": None}  # CF: coordinates carry no fill value
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+    return path

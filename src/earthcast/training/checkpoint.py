@@ -1,0 +1,181 @@
+"""Checkpoints that carry their contract: atomic writing, resuming and loading a forecaster.
+
+An earthcast checkpoint is a Lightning checkpoint written by ``earthcast fit``. Besides the usual
+``state_dict`` / optimizer / loop states, its ``hyper_parameters`` hold everything needed to use
+the network without the training code:
+
+* ``model_name``, ``model_overrides``: rebuild the network with ``create_model(name, **overrides)``;
+* ``model_config``: the resolved config of the network (a dict, for provenance);
+* ``data_contract``: what the network assumes about its inputs (``CONTRACT_KEYS``, below);
+* ``earthcast_version`` and ``experiment`` (the full experiment config as a dict).
+
+Network weights live under ``net.`` in the ``state_dict``; the exponential moving average of
+the weights, when training kept one, under ``ema.shadow.``.
+
+Data contract keys (``CONTRACT_KEYS``; a dataset may add more, e.g. ``scale_factor``):
+
+======================  ===================================================================
+``dataset``             registered dataset name the model was trained on
+``in_len``/``out_len``  context and forecast frames
+``height``/``width``    frame size in pixels
+``channels_in``/``_out`` input / output channels
+``scale``               value scaling of the data (``"01"``: x/255, ``"255"``/``"raw"``: none,
+                        ``"minmax"``/``"standard"``: see ``scale_factor``/``scale_offset``)
+``units``, ``variable`` physical units and name of the (de-scaled) variable
+``frame_interval_minutes`` minutes between frames (``None`` when not a clock time, e.g. months)
+``thresholds``          event thresholds used for categorical scores, in ``units`` (may be [])
+======================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from earthcast.data.specs import CONTRACT_KEYS
+from earthcast.utils.io import atomic_path
+
+NET_PREFIX = "net."
+EMA_PREFIX = "ema.shadow."
+LAST_NAME = "last.ckpt"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file beside the target, then rename: a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)  # remote file systems: Lightning's way
+            return
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file safely (``weights_only``), turning every failure into a clear ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"checkpoint '{path}' does not exist" + (" (it is a directory)" if path.is_dir() else "")
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"'{path}' is not a readable PyTorch checkpoint (truncated or not a checkpoint?): {first_line}"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"'{path}' is not an earthcast checkpoint: it holds no 'state_dict'")
+    return checkpoint
+
+
+def checkpoint_info(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:
+    """``model_name``, ``model_overrides`` and ``data_contract`` of a loaded checkpoint (validated)."""
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or "model_name" not in hparams:
+        if {"model", "config"} <= set(checkpoint):  # written by `earthcast convert-checkpoint`
+            return _converted_info(checkpoint)
+        raise ValueError(
+            f"'{path}' is not an earthcast checkpoint: its hyper_parameters have no 'model_name' "
+            "(write checkpoints with `earthcast fit`, or convert reference weights with "
+            "`earthcast convert-checkpoint`)"
+        )
+    contract = hparams.get("data_contract")
+    missing = [k for k in CONTRACT_KEYS if not isinstance(contract, dict) or k not in contract]
+    if missing:
+        raise ValueError(f"'{path}' has an incomplete data contract: missing {missing}")
+    return {
+        "model_name": str(hparams["model_name"]),
+        "model_overrides": dict(hparams.get("model_overrides") or {}),
+        "data_contract": dict(contract),
+        "prefix": NET_PREFIX,
+    }
+
+
+def _converted_info(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Contract of reference weights converted by ``earthcast convert-checkpoint``: from the preset."""
+    from earthcast.data import DATASETS
+
+    name, config = str(checkpoint["model"]), dict(checkpoint["config"])
+    t_in, height, width, c_in = config["input_shape"]
+    t_out, _, _, c_out = config["target_shape"]
+    dataset = name.removeprefix("earthformer_").removesuffix("_tiny")
+    info = DATASETS.create(dataset).info if dataset in DATASETS else {}
+    contract = {
+        **{k: None for k in CONTRACT_KEYS},
+        **info,
+        "dataset": dataset,
+        **dict(in_len=t_in, out_len=t_out, height=height, width=width, channels_in=c_in, channels_out=c_out),
+    }
+    return {"model_name": name, "model_overrides": config, "data_contract": contract, "prefix": ""}
+
+
+def network_state(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Entries of ``state_dict`` under ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_forecaster(
+    path: str | os.PathLike,
+    map_location: Any = "cpu",
+    use_ema: bool = True,
+    *,
+    expected_model: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the trained network of a checkpoint, ready for inference.
+
+    Args:
+        path: an earthcast checkpoint (``earthcast fit``) or converted reference weights.
+        map_location: device for the weights (as ``torch.load``).
+        use_ema: use the moving-average weights when the checkpoint has them.
+        expected_model: if given, the registered model name the checkpoint must hold (e.g. the
+            ``--model`` a user passed); a different model raises ``ValueError``.
+
+    Returns:
+        ``(model, data_contract)``: the network in eval mode and a copy of its data contract.
+
+    Raises:
+        ValueError: the file is missing, corrupt, not an earthcast checkpoint, of another model,
+            or its weights do not fit the rebuilt network.
+    """
+    from earthcast.models import MODELS, create_model
+
+    checkpoint = read_checkpoint(path, map_location)
+    info = checkpoint_info(checkpoint, path)
+    name = info["model_name"]
+    if expected_model is not None and expected_model.lower() != name.lower():
+        raise ValueError(f"checkpoint '{path}' holds model '{name}', not '{expected_model}'")
+    if name not in MODELS:
+        raise ValueError(
+            f"checkpoint '{path}' needs model '{name}', which is not registered here "
+            f"(a missing plug-in?). Registered: {', '.join(MODELS.names())}"
+        )
+    model = create_model(name, **info["model_overrides"])
+    state = checkpoint["state_dict"]
+    prefix = info["prefix"]
+    if use_ema and prefix == NET_PREFIX and any(k.startswith(EMA_PREFIX) for k in state):
+        prefix = EMA_PREFIX
+    weights = network_state(state, prefix) if prefix else dict(state)
+    result = model.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"the weights in '{path}' do not fit model '{name}': missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval(), dict(
+        info["data_contract"]
+    )
+
+
+def find_resume_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """``<out_dir>/checkpoints/last.ckpt`` if it exists."""
+    last = Path(out_dir) / CHECKPOINT_DIR / LAST_NAME
+    return last if last.is_file() else None

@@ -1,0 +1,300 @@
+"""``fit`` and ``evaluate``: experiment config in, Lightning ``Trainer`` run, checkpoints and metrics out.
+
+Run directory layout (``trainer.out_dir``, default ``runs/<name>``)::
+
+    checkpoints/last.ckpt          latest state (every epoch, every n steps if asked, at the end)
+    checkpoints/best-*.ckpt        best state on the data set's selection metric
+    logs/version_*/metrics.csv     CSVLogger (training loss every ``log_every_n_steps``)
+    tb/version_*/                  TensorBoard
+    data/<name>/                   synthetic data when ``data.root`` is unset
+
+Distributed training is configured only through trainer flags (``strategy``, ``devices``,
+``num_nodes``): Lightning launches the processes; this code is the same on one CPU and on many
+GPUs. Every run is seeded (``seed_everything(seed, workers=True)``) and deterministic kernels are
+requested where they exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch import callbacks as cb
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from earthcast.data.config import DataConfig
+from earthcast.training.checkpoint import (
+    CHECKPOINT_DIR,
+    LAST_NAME,
+    AtomicCheckpointIO,
+    checkpoint_info,
+    find_resume_checkpoint,
+    network_state,
+    read_checkpoint,
+)
+from earthcast.training.config import ExperimentConfig, TrainerConfig
+from earthcast.training.forecast_module import ForecastSystem
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        best_ckpt: best checkpoint on the selection metric (``None`` without validation).
+        last_ckpt: checkpoint of the final state (resume from it, or continue training).
+        metrics: last logged value of every metric (``train/loss``, ``val/…``).
+        out_dir: the run directory.
+    """
+
+    best_ckpt: Path | None
+    last_ckpt: Path | None
+    metrics: dict[str, float]
+    out_dir: Path
+
+
+class LastCheckpoint(cb.ModelCheckpoint):
+    """``last.ckpt`` at every trigger (epoch end, or every n steps) and once more when training ends."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(Path(self.dirpath) / LAST_NAME)
+        self.last_model_path = str(Path(self.dirpath) / LAST_NAME)
+
+
+def run_dir(config: ExperimentConfig, out_dir: str | Path | None = None) -> Path:
+    """The run directory: ``out_dir``, else ``trainer.out_dir``, else ``runs/<name>``."""
+    return Path(out_dir or config.trainer.out_dir or Path("runs") / config.name).expanduser()
+
+
+def resolve_data(config: ExperimentConfig, out: Path) -> DataConfig:
+    """``config.data`` with ``root`` defaulting to ``<run dir>/data/<name>``."""
+    return config.data if config.data.root else config.data.replace(root=str(out / "data" / config.data.name))
+
+
+def fit(config: ExperimentConfig, resume: str | Path | None = None, *, out_dir: str | Path | None = None) -> FitResult:
+    """Train ``config.model`` on ``config.data`` with Lightning.
+
+    Args:
+        config: the experiment.
+        resume: ``None`` (new run; refused if the run directory already holds ``last.ckpt``),
+            ``"auto"`` (continue from ``<run dir>/checkpoints/last.ckpt`` if present) or a path.
+        out_dir: run directory (overrides ``trainer.out_dir``).
+
+    Returns:
+        Best and last checkpoints, final metrics and the run directory.
+    """
+    out = run_dir(config, out_dir)
+    ckpt_path = _resume_path(resume, out)
+    data = resolve_data(config, out)
+    trainer_cfg = dataclasses.replace(config.trainer, out_dir=str(out))
+    config = config.replace(data=data, trainer=trainer_cfg)
+    _seed_and_flags(trainer_cfg)
+    from earthcast.data.datamodule import ForecastDataModule
+
+    datamodule = ForecastDataModule(data, seed=trainer_cfg.seed)
+    system = ForecastSystem(
+        model_name=config.model,
+        model_overrides=config.model_overrides,
+        dataset=data.name,
+        optim=dataclasses.asdict(config.optim),
+        ema_decay=trainer_cfg.ema_decay,
+        experiment=config.to_dict(),
+    )
+    trainer = build_trainer(trainer_cfg, out, system, data.batch_size)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+    last = out / CHECKPOINT_DIR / LAST_NAME
+    return FitResult(
+        best_ckpt=Path(best) if best else None,
+        last_ckpt=last if last.is_file() else None,
+        metrics=_floats(trainer.callback_metrics),
+        out_dir=out,
+    )
+
+
+def evaluate(
+    ckpt_or_model_name: str | Path,
+    config: ExperimentConfig,
+    *,
+    split: str = "test",
+    use_ema: bool = True,
+) -> dict[str, float]:
+    """Score a checkpoint, or an untrained registered model (e.g. ``persistence``), on one split.
+
+    Args:
+        ckpt_or_model_name: path of an earthcast checkpoint, or a registered model name (built
+            with ``config.model_overrides``; models that follow the data get their shapes from it).
+        config: supplies the data, the trainer flags (devices, strategy, limits) and the seed.
+        split: ``"test"`` or ``"val"``.
+        use_ema: score the EMA weights when the checkpoint has them.
+
+    Returns:
+        ``{metric: value}`` without the split prefix, e.g. ``{"mse": …, "csi_m": …, "loss": …}``.
+    """
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    out = run_dir(config)
+    data = resolve_data(config, out)
+    trainer_cfg = config.trainer
+    _seed_and_flags(trainer_cfg)
+    from earthcast.data.datamodule import ForecastDataModule
+
+    datamodule = ForecastDataModule(data, seed=trainer_cfg.seed)
+    system = _system_for(ckpt_or_model_name, config, use_ema)
+    trainer = build_trainer(trainer_cfg, out, system, data.batch_size, evaluating=True)
+    run = trainer.test if split == "test" else trainer.validate
+    results = run(system, datamodule=datamodule, verbose=False)
+    prefix = f"{split}/"
+    return {k.removeprefix(prefix): v for k, v in _floats(results[0] if results else {}).items()}
+
+
+def _system_for(ckpt_or_model_name: str | Path, config: ExperimentConfig, use_ema: bool) -> ForecastSystem:
+    from earthcast.models import MODELS
+
+    path = Path(ckpt_or_model_name)
+    if path.suffix in (".ckpt", ".pt", ".pth") or path.exists():
+        checkpoint = read_checkpoint(path)
+        info = checkpoint_info(checkpoint, path)
+        state = checkpoint["state_dict"]
+        system = ForecastSystem(
+            model_name=info["model_name"],
+            model_overrides=info["model_overrides"],
+            dataset=config.data.name,
+            data_contract=info["data_contract"],
+        )
+        weights = network_state(state, info["prefix"]) if info["prefix"] else dict(state)
+        ema = network_state(state, "ema.shadow.")
+        system.net.load_state_dict(ema if use_ema and ema else weights)
+        return system
+    if str(ckpt_or_model_name) not in MODELS:
+        raise ValueError(
+            f"'{ckpt_or_model_name}' is neither a checkpoint file nor a registered model "
+            f"({', '.join(MODELS.names())})"
+        )
+    return ForecastSystem(
+        model_name=str(ckpt_or_model_name),
+        model_overrides=config.model_overrides,
+        dataset=config.data.name,
+        experiment=config.to_dict(),
+    )
+
+
+def build_trainer(
+    cfg: TrainerConfig, out: Path, system: ForecastSystem, micro_batch: int, evaluating: bool = False
+) -> L.Trainer:
+    """A Lightning ``Trainer`` for ``cfg``: loggers, checkpoints, early stopping, LR monitor, progress bar."""
+    callbacks: list[cb.Callback] = []
+    if cfg.progress_bar == "rich":
+        callbacks.append(cb.RichProgressBar())
+    elif cfg.progress_bar == "tqdm":
+        callbacks.append(cb.TQDMProgressBar())
+    loggers: list[Any] | bool = False
+    if not evaluating:
+        loggers = [CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb", default_hp_metric=False)]
+        callbacks += _training_callbacks(cfg, out, system)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        precision=cfg.precision,
+        max_epochs=cfg.max_epochs,
+        max_steps=cfg.max_steps,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
+        val_check_interval=cfg.val_check_interval,
+        check_val_every_n_epoch=cfg.check_val_every_n_epoch,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=cfg.limit_val_batches,
+        limit_test_batches=cfg.limit_test_batches,
+        num_sanity_val_steps=cfg.num_sanity_val_steps,
+        log_every_n_steps=cfg.log_every_n_steps,
+        deterministic=cfg.deterministic,
+        default_root_dir=out,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_checkpointing=not evaluating,
+        enable_progress_bar=cfg.progress_bar != "none",
+        enable_model_summary=not evaluating,
+        use_distributed_sampler=False,  # ForecastDataModule shards with its own resumable sampler
+        plugins=[AtomicCheckpointIO()],
+    )
+    if cfg.global_batch_size is not None:
+        trainer.accumulate_grad_batches = _accumulation(cfg.global_batch_size, micro_batch, trainer.world_size)
+    return trainer
+
+
+def _training_callbacks(cfg: TrainerConfig, out: Path, system: ForecastSystem) -> list[cb.Callback]:
+    ckpt_dir = out / CHECKPOINT_DIR
+    every = cfg.checkpoint_every_n_steps
+    callbacks: list[cb.Callback] = [
+        LastCheckpoint(
+            dirpath=ckpt_dir,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=every,
+            every_n_epochs=None if every else 1,
+        ),
+        cb.LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.limit_val_batches != 0:
+        monitor, mode = system.selection_metric, system.selection_mode
+        callbacks.append(
+            cb.ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best-{epoch:03d}-{step:07d}",
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+            )
+        )
+        if cfg.early_stopping_patience is not None:
+            callbacks.append(cb.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience))
+    return callbacks
+
+
+def _accumulation(global_batch: int, micro_batch: int, world_size: int) -> int:
+    per_step = micro_batch * world_size
+    if global_batch % per_step:
+        raise ValueError(
+            f"trainer.global_batch_size={global_batch} is not a multiple of data.batch_size × devices × nodes "
+            f"= {micro_batch} × {world_size}"
+        )
+    return global_batch // per_step
+
+
+def _resume_path(resume: str | Path | None, out: Path) -> Path | None:
+    last = find_resume_checkpoint(out)
+    if resume is None:
+        if last is not None:
+            raise ValueError(
+                f"{out} already holds a run ({last}); continue it with resume='auto' (--resume auto) "
+                "or choose another run directory"
+            )
+        return None
+    if str(resume) == "auto":
+        return last
+    path = Path(resume)
+    if not path.is_file():
+        raise ValueError(f"cannot resume: checkpoint '{path}' does not exist")
+    return path
+
+
+def _seed_and_flags(cfg: TrainerConfig) -> None:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    """Scalar metrics as Python floats (NaN kept: a diverged run should say so)."""
+    return {
+        key: float(value.detach().cpu()) if isinstance(value, torch.Tensor) else float(value)
+        for key, value in metrics.items()
+        if not isinstance(value, torch.Tensor) or value.numel() == 1
+    }

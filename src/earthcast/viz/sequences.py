@@ -1,0 +1,152 @@
+"""Context / truth / forecast panels: one row per sequence, one column per frame → PNG.
+
+Axis legend: ``t`` frame, ``h``/``w`` space.
+
+Every panel is titled with its time relative to the forecast reference time (the last context
+frame): context frames at ``−(T_in − 1)·Δ … 0``, truth and forecast frames at lead times
+``Δ, 2Δ, … T_out·Δ`` with Δ the frame interval in minutes. All rows share one colour map and one
+colour bar whose label carries the units (``earthcast.viz.colormaps``). NaN pixels are drawn
+light grey (missing data).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from earthcast.viz._figure import add_colorbar, new_figure, save_figure
+from earthcast.viz.colormaps import ColorSpec, continuous_colors
+
+__all__ = [
+    "PanelRow",
+    "as_frames",
+    "context_minutes",
+    "forecast_rows",
+    "format_minutes",
+    "lead_minutes",
+    "plot_rows",
+]
+
+
+@dataclass(frozen=True)
+class PanelRow:
+    """One row of panels.
+
+    Attributes:
+        label: row title (``"context"``, ``"truth"``, ``"forecast"``, …).
+        frames: ``(T, H, W)`` values.
+        minutes: time of each frame relative to the forecast reference time, in minutes.
+    """
+
+    label: str
+    frames: np.ndarray
+    minutes: tuple[float, ...]
+
+
+def lead_minutes(n: int, interval_minutes: float) -> tuple[float, ...]:
+    """Lead times of ``n`` forecast frames: ``Δ, 2Δ, …, nΔ``."""
+    return tuple(float((i + 1) * interval_minutes) for i in range(n))
+
+
+def context_minutes(n: int, interval_minutes: float) -> tuple[float, ...]:
+    """Times of ``n`` context frames ending at the reference time: ``−(n − 1)Δ, …, 0``."""
+    return tuple(float((i - n + 1) * interval_minutes) for i in range(n))
+
+
+def format_minutes(minutes: float) -> str:
+    """``+5 min``, ``−60 min``, ``0 min``; hours from 3 h and days from 2 d (monthly data)."""
+    if minutes == 0:
+        return "0 min"
+    sign = "+" if minutes > 0 else "−"
+    size = abs(minutes)
+    if size < 180:
+        return f"{sign}{size:g} min"
+    if size < 2880:
+        return f"{sign}{size / 60:g} h"
+    return f"{sign}{size / 1440:.4g} d"
+
+
+def as_frames(array: np.ndarray, name: str) -> np.ndarray:
+    """One sample's frames as float32 ``(T, H, W)``; a trailing channel axis of size 1 is dropped."""
+    frames = np.asarray(array, dtype=np.float32)
+    if frames.ndim == 4 and frames.shape[-1] == 1:
+        frames = frames[..., 0]  # (t, h, w, 1) -> (t, h, w)
+    if frames.ndim != 3:
+        raise ValueError(
+            f"{name} must be one sequence of frames (T, H, W) or (T, H, W, 1), got shape {frames.shape}; "
+            "select one sample (and one channel) first"
+        )
+    return frames
+
+
+def forecast_rows(
+    forecast: np.ndarray,
+    truth: np.ndarray | None = None,
+    context: np.ndarray | None = None,
+    *,
+    interval_minutes: float = 5.0,
+    forecast_label: str = "forecast",
+) -> list[PanelRow]:
+    """Rows ``context``, ``truth``, ``forecast`` (those given) from ``(T, H, W)`` sequences."""
+    rows = []
+    if context is not None:
+        frames = as_frames(context, "context")
+        rows.append(PanelRow("context", frames, context_minutes(len(frames), interval_minutes)))
+    if truth is not None:
+        frames = as_frames(truth, "truth")
+        rows.append(PanelRow("truth", frames, lead_minutes(len(frames), interval_minutes)))
+    frames = as_frames(forecast, "forecast")
+    rows.append(PanelRow(forecast_label, frames, lead_minutes(len(frames), interval_minutes)))
+    return rows
+
+
+def plot_rows(
+    rows: Sequence[PanelRow],
+    colors: ColorSpec | None = None,
+    *,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    panel_inches: float = 1.4,
+    dpi: int = 100,
+) -> Figure:
+    """Draw ``rows`` as a grid (one column per frame) with a shared, labelled colour bar.
+
+    Args:
+        rows: the rows, top to bottom; rows may differ in length (shorter rows leave blanks).
+        colors: colour map and norm; default ``continuous_colors`` over all frames.
+        title: figure title.
+        path: save the figure there (PNG/PDF/SVG by extension, written atomically).
+        panel_inches: size of one panel.
+        dpi: resolution of the saved image.
+
+    Returns:
+        The matplotlib figure.
+    """
+    if not rows:
+        raise ValueError("plot_rows needs at least one row")
+    if colors is None:
+        colors = continuous_colors(np.concatenate([r.frames.ravel() for r in rows]))
+    n_rows, n_cols = len(rows), max(len(r.frames) for r in rows)
+    fig = new_figure(panel_inches * n_cols + 1.6, panel_inches * n_rows + (0.7 if title else 0.4))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.3})
+    for r, row in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row.frames):
+                ax.set_axis_off()
+                continue
+            frame = np.ma.masked_invalid(row.frames[c])
+            ax.imshow(frame, cmap=colors.cmap, norm=colors.norm, interpolation="nearest")
+            ax.set_title(format_minutes(row.minutes[c]), fontsize=8)
+        axes[r, 0].set_ylabel(row.label, fontsize=9)
+    add_colorbar(fig, axes.ravel().tolist(), colors)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if path is not None:
+        save_figure(fig, path, dpi=dpi)
+    return fig

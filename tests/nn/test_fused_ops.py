@@ -1,0 +1,105 @@
+"""Memory-lean fused operations compute exactly what their plain compositions compute."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from earthcast.nn.attention import _DropoutMatmul
+from earthcast.nn.dropout import Dropout, drop_mask, quantised
+from earthcast.nn.mlp import PositionwiseFFN, _FusedPreNormMLP
+from earthcast.nn.resample import Upsample2D, _NearestUpConv
+
+
+def _plain_ffn(ffn: PositionwiseFFN, x, drop1=None, drop2=None, scale=1.0):
+    h = ffn.act(ffn.fc1(ffn.norm(x)))
+    if drop1 is not None:
+        h = h.masked_fill(drop1, 0.0) * scale
+    y = ffn.fc2(h)
+    if drop2 is not None:
+        y = y.masked_fill(drop2, 0.0) * scale
+    return x + y
+
+
+def _grads(module, x, fn):
+    module.zero_grad()
+    x = x.detach().requires_grad_()
+    out = fn(x)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return [out, x.grad] + [p.grad.clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("act", ["gelu", "leaky", "relu", "silu"])
+def test_fused_ffn_equals_plain_without_dropout(act):
+    ffn = PositionwiseFFN(8, 32, dropout=0.0, activation=act).double().train()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    assert ffn.fusable
+    fused = _grads(ffn, x, ffn)
+    plain = _grads(ffn, x, lambda t: _plain_ffn(ffn, t))
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_ffn_equals_plain_with_the_same_dropout_masks():
+    ffn = PositionwiseFFN(8, 32, dropout=0.3, activation="gelu").double()
+    x = torch.randn(20, 8, dtype=torch.float64)
+    seed, p = 1234, 0.3
+    drop1, drop2 = drop_mask((20, 32), p, seed, x.device), drop_mask((20, 8), p, seed + 1, x.device)
+    scale = quantised(p)[1]
+
+    def fused(t):
+        return _FusedPreNormMLP.apply(
+            t,
+            ffn.norm.weight,
+            ffn.norm.bias,
+            ffn.fc1.weight,
+            ffn.fc1.bias,
+            ffn.fc2.weight,
+            ffn.fc2.bias,
+            "gelu",
+            p,
+            seed,
+            ffn.norm.eps,
+        )
+
+    for a, b in zip(_grads(ffn, x, fused), _grads(ffn, x, lambda t: _plain_ffn(ffn, t, drop1, drop2, scale))):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_dropout_is_unbiased_reproducible_and_consistent_in_backward():
+    x = torch.ones(200_000, requires_grad=True)
+    layer = Dropout(0.1)
+    torch.manual_seed(7)
+    y = layer(x)
+    assert abs((y == 0).float().mean().item() - 0.1) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01  # rescaled: unbiased
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)  # backward regenerates exactly the forward mask
+    torch.manual_seed(7)
+    assert torch.equal(layer(x), y)
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_dropout_matmul_gradcheck():
+    probs = torch.softmax(torch.randn(2, 3, 4, 5, dtype=torch.float64), -1).requires_grad_()
+    v = torch.randn(2, 1, 5, 3, dtype=torch.float64, requires_grad=True)  # broadcast over heads
+    assert torch.autograd.gradcheck(lambda a, b: _DropoutMatmul.apply(a, b, 0.25, 99), (probs, v))
+
+
+def test_nearest_upconv_equals_interpolate_then_conv():
+    up = Upsample2D(6, 4, (10, 14)).double()
+    x = torch.randn(2, 3, 5, 7, 6, dtype=torch.float64)
+
+    def plain(t):
+        b = t.shape[0]
+        frames = t.permute(0, 1, 4, 2, 3).reshape(-1, 6, 5, 7)
+        out = up.conv(F.interpolate(frames, size=(10, 14), mode="nearest"))
+        return out.reshape(b, 3, 4, 10, 14).permute(0, 1, 3, 4, 2)
+
+    for a, b in zip(_grads(up, x, up), _grads(up, x, plain)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    w = torch.randn(4, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    frames = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: _NearestUpConv.apply(a, b, c, (6, 8)), (frames, w, bias))
