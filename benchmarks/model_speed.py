@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import forward_flops, machine_info, matmul_peak_flops, rss_mb, time_phase  # noqa: E402
+from _harness import forward_flops, machine_info, matmul_peak_flops, rss_mb, time_phase
 
 
 def main(argv=None) -> dict:
@@ -31,7 +31,9 @@ def main(argv=None) -> dict:
     p.add_argument("--hw", default=None, help="override H,W")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
-    p.add_argument("--flops", action="store_true", help="count forward FLOPs and report FLOP/s vs matmul peak")
+    p.add_argument(
+        "--flops", action="store_true", help="count forward FLOPs and report FLOP/s vs matmul peak"
+    )
     p.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literal)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -44,8 +46,10 @@ def main(argv=None) -> dict:
     cfg = get_preset(args.preset)
     if args.hw:
         h, w = (int(v) for v in args.hw.split(","))
-        cfg = cfg.replace(input_shape=(cfg.input_shape[0], h, w, cfg.input_shape[3]),
-                          target_shape=(cfg.target_shape[0], h, w, cfg.target_shape[3]))
+        cfg = cfg.replace(
+            input_shape=(cfg.input_shape[0], h, w, cfg.input_shape[3]),
+            target_shape=(cfg.target_shape[0], h, w, cfg.target_shape[3]),
+        )
     overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
     if overrides:
         cfg = cfg.replace(**overrides)
@@ -69,8 +73,15 @@ def main(argv=None) -> dict:
     dtype = torch.bfloat16 if args.bf16 else None
     for phase in ("fwd", "fwdbwd"):
         if args.phase in (phase, "both"):
-            result[phase] = time_phase(model, x, target, warmup=args.warmup, runs=args.runs,
-                                       fwd_only=phase == "fwd", autocast_dtype=dtype)
+            result[phase] = time_phase(
+                model,
+                x,
+                target,
+                warmup=args.warmup,
+                runs=args.runs,
+                fwd_only=phase == "fwd",
+                autocast_dtype=dtype,
+            )
     if args.flops:
         flops = forward_flops(model, x)
         peak = matmul_peak_flops(device, torch.bfloat16 if args.bf16 else torch.float32)

@@ -46,23 +46,62 @@ def _run_json(cmd: list[str]) -> dict:
 
 
 def measure_ours(preset: str, phase: str, args) -> dict:
-    cmd = [sys.executable, str(HERE / "model_speed.py"), "--preset", preset, "--phase", phase,
-           "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", "1"]
+    cmd = [
+        sys.executable,
+        str(HERE / "model_speed.py"),
+        "--preset",
+        preset,
+        "--phase",
+        phase,
+        "--threads",
+        str(args.threads),
+        "--runs",
+        str(args.runs),
+        "--warmup",
+        "1",
+    ]
     return _run_json(cmd)[phase]
 
 
 def measure_ref(config: str, phase: str, args, ref_python: str, bench: Path) -> dict:
-    cmd = [ref_python, str(bench / "bench_ref.py"), "model", "--config", config, "--phase", phase,
-           "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", "1"]
+    cmd = [
+        ref_python,
+        str(bench / "bench_ref.py"),
+        "model",
+        "--config",
+        config,
+        "--phase",
+        phase,
+        "--threads",
+        str(args.threads),
+        "--runs",
+        str(args.runs),
+        "--warmup",
+        "1",
+    ]
     return _run_json(cmd)[phase]
 
 
 def flops_fraction(preset: str, args) -> dict:
-    cmd = [sys.executable, str(HERE / "model_speed.py"), "--preset", preset, "--phase", "fwd", "--flops",
-           "--threads", str(args.threads), "--runs", str(args.runs)]
+    cmd = [
+        sys.executable,
+        str(HERE / "model_speed.py"),
+        "--preset",
+        preset,
+        "--phase",
+        "fwd",
+        "--flops",
+        "--threads",
+        str(args.threads),
+        "--runs",
+        str(args.runs),
+    ]
     r = _run_json(cmd)
-    return {"fwd_gflops": r["fwd_flops"] / 1e9, "matmul_peak_gflops_s": r["matmul_peak_flops"] / 1e9,
-            "fwd_fraction_of_peak": r["fwd"]["fraction_of_matmul_peak"]}
+    return {
+        "fwd_gflops": r["fwd_flops"] / 1e9,
+        "matmul_peak_gflops_s": r["matmul_peak_flops"] / 1e9,
+        "fwd_fraction_of_peak": r["fwd"]["fraction_of_matmul_peak"],
+    }
 
 
 def main(argv=None) -> dict:
@@ -109,8 +148,14 @@ def _summarise(ours: list[dict], ref: list[dict]) -> dict:
     if ref:
         r_ms = statistics.median(r["median_ms"] for r in ref)
         r_mb = statistics.median(r["peak_rss_mb"] for r in ref)
-        out.update({"ref_ms": round(r_ms, 1), "ref_peak_rss_mb": round(r_mb, 1),
-                    "speedup": round(r_ms / o_ms, 3), "memory_ratio": round(o_mb / r_mb, 3)})
+        out.update(
+            {
+                "ref_ms": round(r_ms, 1),
+                "ref_peak_rss_mb": round(r_mb, 1),
+                "speedup": round(r_ms / o_ms, 3),
+                "memory_ratio": round(o_mb / r_mb, 3),
+            }
+        )
     return out
 
 

@@ -123,13 +123,13 @@ def _eager(
     allowed: Tensor | None,
     dropout_p: float,
 ) -> Tensor:
-    logits = torch.cat(
-        [(qb * scale) @ kb.transpose(-2, -1) for qb, kb in zip(query_blocks, key_blocks)], dim=-1
-    )
+    # scale and bias are applied in place on the fresh logits: no scaled copy of q is kept
+    blocks = [qb @ kb.transpose(-2, -1) for qb, kb in zip(query_blocks, key_blocks)]
+    logits = (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)).mul_(scale)
     if bias is not None:
-        logits = logits + bias
+        logits = logits.add_(bias) if _broadcasts(bias, logits) else logits + bias
     if allowed is not None:
-        logits = logits.masked_fill(~allowed, mask_value(logits.dtype))
+        logits = logits.masked_fill_(~allowed, mask_value(logits.dtype))
     probs = torch.softmax(logits, dim=-1)
     if dropout_p > 0:
         out = _DropoutMatmul.apply(probs, v, dropout_p, new_seed())
@@ -157,6 +157,11 @@ class _DropoutMatmul(torch.autograd.Function):
         g_v = torch.matmul(probs.masked_fill(drop, 0.0).transpose(-2, -1), grad).mul_(ctx.scale)
         g_probs = torch.matmul(grad, v.transpose(-2, -1)).masked_fill_(drop, 0.0).mul_(ctx.scale)
         return g_probs, _unbroadcast(g_v, v.shape), None, None
+
+
+def _broadcasts(small: Tensor, big: Tensor) -> bool:
+    """Whether ``small`` broadcasts to ``big``'s shape without changing it (in-place add allowed)."""
+    return torch.broadcast_shapes(small.shape, big.shape) == big.shape
 
 
 def _unbroadcast(grad: Tensor, shape: torch.Size) -> Tensor:

@@ -21,11 +21,11 @@ from torch.utils.checkpoint import checkpoint
 
 from earthcast.nn.cuboid.decomposition import (
     PADDING_TYPES,
-    decompose,
-    merge,
+    from_cuboid_heads,
     normalize_strategy,
     pad,
     roll,
+    to_cuboid_heads,
     unpad,
 )
 from earthcast.nn.cuboid.masks import cross_attention_mask
@@ -117,37 +117,37 @@ class CuboidCrossAttention(nn.Module):
         mem = roll(pad(mem, pads_m, self.padding_type, time_pad_left=True), shift)  # (B, Tm', H', W', C)
         x_cuboid = (x.shape[1] // nt, bh, bw)
         m_cuboid = (mem.shape[1] // nt, bh, bw)
-        x_tok = decompose(x, x_cuboid, self.strategy)  # (B, n, vx, C)
-        m_tok = decompose(mem, m_cuboid, self.strategy)  # (B, n, vm, C)
         allowed = cross_attention_mask(
             t_x, t_mem, (h, w), nt, self.cuboid_hw, self.shift_hw, self.strategy, self.padding_type, x.device
         )
         bias = self.rel_bias(x_cuboid, m_cuboid) if self.rel_bias is not None else None  # (h, vx, vm)
 
-        q = rearrange(self.q(x_tok), "b n v (h d) -> b n h v d", h=self.heads)
-        k, v = rearrange(self.kv(m_tok), "b n v (two h d) -> two b n h v d", two=2, h=self.heads)
+        q = to_cuboid_heads(self.q(x), x_cuboid, self.strategy, self.heads)[0]  # (B, n, h, vx, d)
+        k, v = to_cuboid_heads(self.kv(mem), m_cuboid, self.strategy, self.heads, 2)  # (B, n, h, vm, d)
         queries, keys, values = [q], [k], [v]
         if self.use_global_vector:
+            x_heads = None
+            if self.separate_global_qkv:
+                x_heads = to_cuboid_heads(self.global_token_q(x), x_cuboid, self.strategy, self.heads)[0]
             queries, keys, values, bias, allowed = self._append_globals(
-                x_tok, q, k, v, mem_global_vectors, bias, allowed
+                x_heads, q, k, v, mem_global_vectors, bias, allowed
             )
         dropout_p = self.attn_drop if self.training else 0.0
         out = attend_in_cuboids(queries, keys, values, bias, allowed, self.scale, dropout_p, self.backend)
-        out = self.proj_drop(self.proj(rearrange(out, "b n h v d -> b n v (h d)")))  # (B, n, vx, C)
-        x = merge(out, x_cuboid, self.strategy, x.shape[1:4])
-        return unpad(roll(x, shift, inverse=True), pads_x, self.padding_type)  # (B, Tx, H, W, C)
+        x = from_cuboid_heads(out, x_cuboid, self.strategy, x.shape[1:4])  # (B, Tx', H', W', C)
+        x = unpad(roll(x, shift, inverse=True), pads_x, self.padding_type)  # (B, Tx, H, W, C)
+        return self.proj_drop(self.proj(x))
 
-    def _append_globals(self, x_tok, q, k, v, mem_globals, bias, allowed):
-        """Memory global vectors join every key/value set (never masked, no positional bias)."""
+    def _append_globals(self, token_q, q, k, v, mem_globals, bias, allowed):
+        """Memory global vectors join every key/value set (never masked, no positional bias).
+
+        ``token_q``: the queries' own projection for reading globals (separate mode) or None.
+        """
         if mem_globals is None:
             raise ValueError("this cross-attention layer uses global vectors: pass mem_global_vectors")
         b, n, h, _, d = q.shape
-        if self.separate_global_qkv:
-            token_q = rearrange(self.global_token_q(x_tok), "b n v (h d) -> b n h v d", h=h)
-            gk, gv = rearrange(self.global_kv(mem_globals), "b p (two h d) -> two b h p d", two=2, h=h)
-        else:
-            token_q = None
-            gk, gv = rearrange(self.kv(mem_globals), "b p (two h d) -> two b h p d", two=2, h=h)
+        kv = self.global_kv(mem_globals) if self.separate_global_qkv else self.kv(mem_globals)
+        gk, gv = rearrange(kv, "b p (two h d) -> two b h p d", two=2, h=h)
         p = gk.shape[-2]
         gk = gk[:, None].expand(b, n, h, p, d)
         gv = gv[:, None].expand(b, n, h, p, d)

@@ -156,3 +156,43 @@ def merge(x: Tensor, cuboid_size: Sequence[int], strategy: Sequence[str], grid: 
         bh=bh,
         bw=bw,
     )
+
+
+def to_cuboid_heads(
+    x: Tensor, cuboid_size: Sequence[int], strategy: Sequence[str], heads: int, parts: int = 1
+) -> Tensor:
+    """Projected grid → attention layout in one copy.
+
+    ``(B, T, H, W, parts·heads·d)`` → ``(parts, B, n, heads, v, d)`` (``parts=3`` splits q, k, v).
+    """
+    bt, bh, bw = cuboid_size
+    return rearrange(
+        x,
+        f"b {_grid_pattern(strategy)} (parts h d) -> parts b (nt nh nw) h (bt bh bw) d",
+        bt=bt,
+        bh=bh,
+        bw=bw,
+        parts=parts,
+        h=heads,
+    )
+
+
+def from_cuboid_heads(
+    x: Tensor, cuboid_size: Sequence[int], strategy: Sequence[str], grid: Sequence[int]
+) -> Tensor:
+    """Inverse of :func:`to_cuboid_heads` for one part.
+
+    ``(B, n, heads, v, d)`` → ``(B, T, H, W, heads·d)`` for the padded ``grid``.
+    """
+    bt, bh, bw = cuboid_size
+    t, h, w = grid
+    return rearrange(
+        x,
+        f"b (nt nh nw) h (bt bh bw) d -> b {_grid_pattern(strategy)} (h d)",
+        nt=t // bt,
+        nh=h // bh,
+        nw=w // bw,
+        bt=bt,
+        bh=bh,
+        bw=bw,
+    )

@@ -15,6 +15,7 @@ Axis legend: ``b`` batch, ``n`` cuboids, ``v`` volume, ``h`` heads, ``d`` head w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,26 +72,32 @@ class GlobalVectorPaths(nn.Module):
         """Shared mode: ``g (B, P, C)`` → q, k, v each ``(B, h, P, d)``."""
         return rearrange(self.qkv(g), "b p (three h d) -> three b h p d", three=3, h=self.heads).unbind(0)
 
-    def keys_for_tokens(self, g: Tensor, tokens: Tensor) -> GlobalKeys:
-        """Keys/values of the (normed) globals ``g (B, P, Cg)`` as seen by ``tokens (B, n, v, C)``."""
+    def keys_for_tokens(self, g: Tensor, grid: Tensor, to_heads: Callable[[Tensor], Tensor]) -> GlobalKeys:
+        """Keys/values of the (normed) globals ``g (B, P, Cg)`` as seen by the tokens.
+
+        ``grid (B, T', H', W', C)`` holds the normed (padded, shifted) tokens; ``to_heads`` regroups
+        a projected grid into the cuboid attention layout ``(1, B, n, h, v, d)``.
+        """
         if not self.separate:
             _, k, v = self.shared_qkv(g)
             return GlobalKeys(None, k, v)
-        token_q = rearrange(self.token_q(tokens), "b n v (h d) -> b n h v d", h=self.heads)
+        token_q = to_heads(self.token_q(grid))[0]  # (B, n, h, v, d)
         k, v = rearrange(self.kv(g), "b p (two h d) -> two b h p d", two=2, h=self.heads).unbind(0)
         return GlobalKeys(token_q, k, v)
 
     def update_inputs(
-        self, g: Tensor, tokens: Tensor, token_k: Tensor, token_v: Tensor
+        self, g: Tensor, grid: Tensor, to_heads: Callable[[Tensor], Tensor], token_k: Tensor, token_v: Tensor
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Query/key/value blocks for the globals' read of all tokens (and of themselves).
 
         Args:
-            g: normed globals ``(B, P, Cg)``; tokens: normed tokens ``(B, n, v, C)``;
+            g: normed globals ``(B, P, Cg)``; grid: normed tokens ``(B, T', H', W', C)``;
+            to_heads: regroups a projected grid into ``(1, B, n, h, v, d)``;
             token_k/token_v: the tokens' own keys/values ``(B, n, h, v, d)`` (shared mode).
 
         Returns:
-            per-block queries ``(B, h, P, ·)``, keys ``(B, h, L_j, ·)``, values ``(B, h, L_j, dg)``.
+            per-block queries ``(B, h, P, ·)``, keys ``(B, h, L_j, ·)``, values ``(B, h, L_j, dg)``;
+            token keys are flattened in cuboid order ``(n v)``.
         """
         flat = "b n h v d -> b h (n v) d"
         if not self.separate:
@@ -101,8 +108,8 @@ class GlobalVectorPaths(nn.Module):
                 values.append(v)
             return [q] * len(keys), keys, values
         q = rearrange(self.q(g), "b p (h d) -> b h p d", h=self.heads)
-        k_tok = rearrange(self.token_k(tokens), "b n v (h d) -> b h (n v) d", h=self.heads)
-        v_tok = rearrange(self.token_v(tokens), "b n v (h d) -> b h (n v) d", h=self.heads)
+        k_tok = rearrange(to_heads(self.token_k(grid))[0], flat)
+        v_tok = rearrange(to_heads(self.token_v(grid))[0], flat)
         queries, keys, values = [q], [k_tok], [v_tok]
         if self.use_self_attn:
             gq, gk, gv = rearrange(

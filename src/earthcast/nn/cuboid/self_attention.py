@@ -22,12 +22,12 @@ from earthcast.nn.attention import attend
 from earthcast.nn.cuboid.decomposition import (
     PADDING_TYPES,
     clamp_cuboid,
-    decompose,
-    merge,
+    from_cuboid_heads,
     normalize_strategy,
     pad,
     pad_amounts,
     roll,
+    to_cuboid_heads,
     unpad,
 )
 from earthcast.nn.cuboid.global_vectors import GlobalVectorPaths
@@ -154,6 +154,8 @@ class CuboidSelfAttention(nn.Module):
         """``x (B, T, H, W, C)`` [+ globals ``(B, P, Cg)``] → update of the same shape(s).
 
         Returns the attention output (no residual); with global vectors also their update.
+        Projections are per token, so they run on the grid; q, k, v are regrouped into cuboids in
+        one copy and the output regrouped back in one copy.
         """
         x = self.norm(x)
         shape = tuple(x.shape[1:4])
@@ -161,40 +163,35 @@ class CuboidSelfAttention(nn.Module):
         pads = pad_amounts(shape, cuboid)
         grid = tuple(s + p for s, p in zip(shape, pads))
         x = roll(pad(x, pads, self.padding_type), shift)  # (B, T', H', W', C)
-        tokens = decompose(x, cuboid, self.strategy)  # (B, n, v, C)
         allowed, valid = self_attention_mask(shape, cuboid, shift, self.strategy, self.padding_type, x.device)
         bias = self.rel_bias(cuboid) if self.rel_bias is not None else None  # (h, v, v)
 
-        q, k, v = rearrange(self.qkv(tokens), "b n v (three h d) -> three b n h v d", three=3, h=self.heads)
+        def to_heads(
+            t: Tensor, parts: int = 1
+        ) -> Tensor:  # (B, T', H', W', parts·h·d) → (parts, B, n, h, v, d)
+            return to_cuboid_heads(t, cuboid, self.strategy, self.heads, parts)
+
+        q, k, v = to_heads(self.qkv(x), 3)  # each (B, n, h, v, d)
         new_globals = None
         if self.glob is None:
             out = attend_in_cuboids([q], [k], [v], bias, allowed, self.scale, self._dropout_p, self.backend)
         else:
             g = self.glob.norm(global_vectors)  # (B, P, Cg)
-            out = self._tokens_with_globals(g, tokens, q, k, v, bias, allowed)
-            new_globals = self._update_globals(g, tokens, k, v, valid)
+            out = self._tokens_with_globals(g, x, to_heads, q, k, v, bias, allowed)
+            new_globals = self._update_globals(g, x, to_heads, k, v, valid)
 
-        out = self.proj_drop(self.proj(rearrange(out, "b n h v d -> b n v (h d)")))  # (B, n, v, C)
-        x = merge(out, cuboid, self.strategy, grid)  # (B, T', H', W', C)
+        x = from_cuboid_heads(out, cuboid, self.strategy, grid)  # (B, T', H', W', C)
         x = unpad(roll(x, shift, inverse=True), pads, self.padding_type)  # (B, T, H, W, C)
+        x = self.proj_drop(self.proj(x))
         return x if new_globals is None else (x, new_globals)
 
     @property
     def _dropout_p(self) -> float:
         return self.attn_drop if self.training else 0.0
 
-    def _tokens_with_globals(
-        self,
-        g: Tensor,
-        tokens: Tensor,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        bias: Tensor | None,
-        allowed: Tensor | None,
-    ) -> Tensor:
+    def _tokens_with_globals(self, g, grid, to_heads, q, k, v, bias, allowed) -> Tensor:
         """Tokens attend to their cuboid plus the P globals (one softmax). → ``(B, n, h, v, d)``."""
-        gk = self.glob.keys_for_tokens(g, tokens)
+        gk = self.glob.keys_for_tokens(g, grid, to_heads)
         b, n, h, _, d = q.shape
         p = gk.key.shape[-2]
         g_key = gk.key[:, None].expand(b, n, h, p, d)
@@ -209,11 +206,9 @@ class CuboidSelfAttention(nn.Module):
             queries, keys, [v, g_val], bias, allowed, self.scale, self._dropout_p, self.backend
         )
 
-    def _update_globals(
-        self, g: Tensor, tokens: Tensor, k: Tensor, v: Tensor, valid: Tensor | None
-    ) -> Tensor:
+    def _update_globals(self, g, grid, to_heads, k, v, valid) -> Tensor:
         """Globals attend to every token (and themselves). → update ``(B, P, Cg)``."""
-        queries, keys, values = self.glob.update_inputs(g, tokens, k, v)
+        queries, keys, values = self.glob.update_inputs(g, grid, to_heads, k, v)
         mask = self.glob.token_key_mask(valid, g.shape[1], len(keys) > 1)
         out = attend(
             queries,
