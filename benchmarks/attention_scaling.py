@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine_info  # noqa: E402
-
-from earthcast.nn.cuboid import CuboidSelfAttention  # noqa: E402
+from _harness import machine_info
+from earthcast.nn.cuboid import CuboidSelfAttention
 
 
 def _time(fn, runs=5) -> float:
@@ -69,8 +68,11 @@ def main(argv=None) -> dict:
                 break
             times.append(_layer_ms(g, cuboid or g, args.dim, "auto", device))
             sizes.append(n)
-        result["scaling"][name] = {"thw": sizes, "fwd_ms": [round(t, 3) for t in times],
-                                   "loglog_slope": round(slope(sizes, times), 3)}
+        result["scaling"][name] = {
+            "thw": sizes,
+            "fwd_ms": [round(t, 3) for t in times],
+            "loglog_slope": round(slope(sizes, times), 3),
+        }
     for vol_cuboid in ((1, 1, 16), (1, 4, 8), (1, 8, 8), (2, 8, 8), (4, 8, 8), (8, 8, 8)):
         row = {"cuboid": vol_cuboid, "keys": math.prod(vol_cuboid)}
         for backend in ("sdpa", "eager"):
@@ -79,7 +81,8 @@ def main(argv=None) -> dict:
     print(json.dumps(result))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"attention_scaling_{args.device}_t{args.threads}.json").write_text(json.dumps(result, indent=1))
+        path = Path(args.out) / f"attention_scaling_{args.device}_t{args.threads}.json"
+        path.write_text(json.dumps(result, indent=1))
     return result
 
 

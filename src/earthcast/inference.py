@@ -26,6 +26,11 @@ __all__ = ["SHAPE_KEYS", "check_context", "check_contract", "expected_shape", "f
 
 SHAPE_KEYS = ("in_len", "out_len", "height", "width", "channels_in", "channels_out")
 """Contract keys that fix the model's input and output shapes."""
+_ENSEMBLE_MISMATCH = {
+    True: "exceedance probabilities (thresholds) need an ensemble model returning (B, S, T, H, W, C); "
+    "this model returns one deterministic forecast, so drop the thresholds",
+    False: "this model returns an ensemble (B, S, T, H, W, C) where a deterministic forecast was required",
+}
 _UNIT_RANGE_SLACK = 0.5
 """Data scaled to [0, 1] may overshoot a little (new data, rounding); beyond this it was not scaled."""
 
@@ -80,7 +85,12 @@ def _check_shape(shape: tuple[int, ...], contract: Mapping[str, Any], name: str)
         raise ValueError(
             f"{name} has shape {shape} ({len(shape)}-D), but the model expects {wanted}: N samples of "
             f"{contract['in_len']} frames (channels last; the C axis may be left out when C=1). "
-            + ("Add a sample axis with array[None]" if len(shape) == 3 else "Reshape it to that layout")
+            + (
+                "Add a sample axis to a single context with array[None], or cut a (time, y, x) series "
+                "into windows first"
+                if len(shape) == 3
+                else "Reshape it to that layout"
+            )
         )
     axes = dict(zip(("T_in", "H", "W", "C"), (*shape[1:], 1)))
     problems = [
@@ -157,6 +167,7 @@ def forecast_arrays(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     progress: bool | None = None,
+    ensemble: bool | None = None,
 ) -> np.ndarray:
     """Forecast every context with ``model``.
 
@@ -167,6 +178,8 @@ def forecast_arrays(
         batch_size: samples per forward pass.
         device: where to run the model.
         progress: show a tqdm bar; None shows it only when stderr is a terminal.
+        ensemble: True requires ensemble outputs ``(B, S, …)``, False deterministic ones; checked
+            on the first batch, so a wrong model fails before the whole input is forecast.
 
     Returns:
         float32 ``(N, T_out, H, W, C_out)`` or ``(N, S, T_out, H, W, C_out)``.
@@ -184,10 +197,12 @@ def forecast_arrays(
         for start in tqdm(
             range(0, len(values), batch_size), desc="forecasting", unit="batch", disable=not show
         ):
-            batch = torch.from_numpy(np.array(values[start : start + batch_size])).to(device)  # a copy:
-            # memory-mapped inputs are read-only
+            # a copy: memory-mapped inputs are read-only, which torch.from_numpy warns about
+            batch = torch.from_numpy(np.array(values[start : start + batch_size])).to(device)
             output = model(batch)  # (b, [s,] t_out, h, w, c_out)
             _check_output(output, len(batch), contract)
+            if ensemble is not None and (output.ndim == 6) != ensemble:
+                raise ValueError(_ENSEMBLE_MISMATCH[ensemble])
             if not bool(torch.isfinite(output).all()):
                 raise ValueError(
                     f"the model produced NaN/inf for samples {start}…{start + len(batch) - 1}; "

@@ -102,3 +102,14 @@ def test_predict_file_with_a_model_and_contract(contexts: Path, tmp_path: Path):
         assert reopened["lead_time"].values.tolist() == [1, 2, 3, 4]
         assert reopened["lead_time"].attrs["units"] == "1"
         np.testing.assert_allclose(reopened["frames"].values, ds["frames"].values)
+
+
+def test_predict_from_zarr(cli, tiny_ckpt: Path, contexts: Path, tmp_path: Path):
+    store = tmp_path / "contexts.zarr"
+    values = np.load(contexts)
+    xr.Dataset({"vil": (("n", "t", "y", "x"), values)}).to_zarr(store, zarr_format=2)
+    out = tmp_path / "forecast.nc"
+    code, _, err = cli("predict", "--ckpt", tiny_ckpt, "--input", store, "--output", out, "--quiet")
+    assert code == 0, err
+    with xr.open_dataset(out) as ds:
+        assert ds["vil"].shape == (3, 4, 16, 16)

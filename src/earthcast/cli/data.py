@@ -94,7 +94,8 @@ def _run_sevir(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(
-        f"wrote {args.events + args.incomplete} SEVIR events ({args.size}×{args.size}×{args.frames}) to {root}: "
+        f"wrote {args.events + args.incomplete} SEVIR events ({args.size}×{args.size}×{args.frames}) "
+        f"to {root}: "
         f"CATALOG.csv + data/vil/; read with earthcast.data.sevir.SEVIRDataset('{root}', 'train')"
     )
     return 0
@@ -133,7 +134,8 @@ def _run_enso(args: argparse.Namespace) -> int:
         include_t300=not args.no_t300,
     )
     print(
-        f"wrote {paths['train']} and {paths['label']}; read with earthcast.data.enso.ENSODataset('{args.out}')"
+        f"wrote {paths['train']} and {paths['label']}; "
+        f"read with earthcast.data.enso.ENSODataset('{args.out}')"
     )
     return 0
 
@@ -216,7 +218,9 @@ def _add_radar(commands) -> None:
     p.add_argument("--source", required=True, type=str.lower, choices=RADAR_SOURCE_NAMES)
     p.add_argument("--path", required=True, type=Path, help="directory searched recursively for frames")
     p.add_argument("--out", required=True, type=Path, help="output store: .zarr (directory) or .nc")
-    p.add_argument("--transform", default="dbr", choices=RADAR_TRANSFORMS, help="value transform (default dbr)")
+    p.add_argument(
+        "--transform", default="dbr", choices=RADAR_TRANSFORMS, help="value transform (default dbr)"
+    )
     p.add_argument(
         "--threshold", type=float, default=0.1, help="dry below this rain rate, mm/h (default 0.1)"
     )
@@ -289,6 +293,7 @@ def _run_radar(args: argparse.Namespace) -> int:
             raise
         raise UserError(f"{err}; remove or replace that file, or narrow --start/--end") from err
     print(
-        f"wrote {out} (variable 'precip' (time, y, x)); train on it with earthcast.data.gridded.GriddedDataset"
+        f"wrote {out} (variable 'precip' (time, y, x)); "
+        "train on it with earthcast.data.gridded.GriddedDataset"
     )
     return 0

@@ -175,9 +175,10 @@ def _plot_forecast(args: argparse.Namespace) -> int:
         mean_name = f"{name}_ensemble_mean"
         mean = _select(ds[mean_name], args, mean_name) * factor + offset if mean_name in ds else None
         lead = np.asarray(ds["lead_time"].values, dtype=np.float64)
+        clock = ds["lead_time"].attrs.get("units") == "minutes"
         model = ds.attrs.get("model", "forecast")
         when = f", {np.datetime_as_string(ds['time'].values[args.sample], unit='m')}" if "time" in ds else ""
-    interval = float(contract.get("frame_interval_minutes") or (lead[0] if lead.size else 1.0))
+    interval = contract.get("frame_interval_minutes") or (lead[0] if clock and lead.size else None)
     truth = _observed(args.target, args.target_var, index, args, "target")
     context = _observed(args.context, args.context_var, index, args, "context")
     truth, context = (None if a is None else a * factor + offset for a in (truth, context))
@@ -194,7 +195,7 @@ def _plot_forecast(args: argparse.Namespace) -> int:
     label = "ensemble mean" if ensemble else "forecast"
     rows = forecast_rows(values, truth, context, interval_minutes=interval, forecast_label=label)
     if ensemble:
-        rows.append(PanelRow(f"member {args.member}", member, lead_minutes(len(member), interval)))
+        rows.append(PanelRow(f"member {args.member}", member, lead_minutes(len(member), interval), clock))
     title = f"{model}: sample {index}{when}"
     plot_rows(rows, colors, title=title, path=args.out)
     message = f"wrote {args.out} (rows: {', '.join(r.label for r in rows)}; colour bar: {colors.label})"

@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--thresholds",
         type=float,
         nargs="+",
-        help="ensemble models: also write P(x >= τ) for these thresholds, in physical units "
-        "(e.g. SEVIR VIL codes 16 74 133)",
+        help="ensemble models: write P(x >= τ) for these thresholds, in physical units (e.g. SEVIR "
+        "VIL codes 16 74 133); default for ensembles: the checkpoint's thresholds",
     )
     p.add_argument("--title", help="global 'title' attribute")
     p.add_argument("--institution", help="global 'institution' attribute")
@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from earthcast.io.forecast import variable_name
+
     _check_paths(args)
     model, contract, info = load_checkpoint(args.ckpt)
     start, count = (args.index, 1) if args.index is not None else (args.start, args.count)
@@ -70,9 +72,11 @@ def run(args: argparse.Namespace) -> int:
         attrs=provenance(args, info),
         progress=not args.quiet,
     )
-    name = str(contract.get("variable") or "forecast")
+    name = variable_name(contract)
     sizes = ", ".join(f"{d} {n}" for d, n in ds[name].sizes.items())
-    print(f"wrote {args.output}: {name} ({sizes}), units '{ds[name].attrs.get('units')}'")
+    attrs = ds[name].attrs
+    meaning = attrs.get("comment") or f"units '{attrs.get('units')}'"
+    print(f"wrote {args.output}: {name} ({sizes}); {meaning}")
     return 0
 
 
@@ -87,26 +91,42 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise UserError(f"checkpoint '{args.ckpt}' not found; pass the .ckpt written by `earthcast fit`")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_device(args.device)
     if args.index is not None and args.count is not None:
         raise UserError("--index selects one sample; use --start with --count for a range")
 
 
-def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """``(model, data_contract, info)`` of a checkpoint; ``info`` has ``model_name`` and versions."""
-    try:
-        from earthcast.training.checkpoint import checkpoint_info, load_forecaster, read_checkpoint
+def _check_device(device: str) -> None:
+    import torch
 
-        model, contract = load_forecaster(path, map_location="cpu")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise UserError(f"--device '{device}' is not a torch device; use cpu, cuda or cuda:N") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """``(model, data_contract, info)`` of a checkpoint; ``info`` has ``model_name`` and versions.
+
+    The file is read once (``read_checkpoint`` + ``network_from_checkpoint``, the two halves of
+    ``load_forecaster``), so the provenance in ``hyper_parameters`` comes without a second load.
+    """
+    try:
+        from earthcast.training.checkpoint import network_from_checkpoint, read_checkpoint
+
+        checkpoint = read_checkpoint(path)
+        model, info = network_from_checkpoint(checkpoint, path)
     except ImportError as err:
         raise UserError(f"cannot load '{path}': a package it needs failed to import ({err})") from err
-    checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") or {}
-    info = {
-        "model_name": checkpoint_info(checkpoint, path)["model_name"],
+    provenance = {
+        "model_name": info["model_name"],
         "trained_with": hparams.get("earthcast_version"),
         "sha256": _sha256(path),
     }
-    return model, contract, info
+    return model.eval(), dict(info["data_contract"]), provenance
 
 
 def _sha256(path: Path) -> str:
@@ -158,7 +178,11 @@ def predict_file(
     attrs: dict[str, Any] | None = None,
     progress: bool = False,
 ):
-    """Read contexts, forecast them with ``model`` and write the CF NetCDF; returns the dataset."""
+    """Read contexts, forecast them with ``model`` and write the CF NetCDF; returns the dataset.
+
+    Ensemble models get exceedance probabilities for ``thresholds`` (physical units; default:
+    the contract's ``thresholds``); deterministic models refuse thresholds.
+    """
     from earthcast.inference import check_context, forecast_arrays
     from earthcast.io.arrays import read_samples
     from earthcast.io.forecast import forecast_dataset, write_forecast
@@ -166,8 +190,16 @@ def predict_file(
     samples = read_samples(input_path, variable, start=start, count=count, what="input")
     contexts = check_context(samples.values, contract, f"input '{input_path}'")
     forecast = forecast_arrays(
-        model, contexts, contract, batch_size=batch_size, device=device, progress=progress
+        model,
+        contexts,
+        contract,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        ensemble=True if thresholds else None,
     )
+    if forecast.ndim == 6 and thresholds is None:
+        thresholds = list(contract.get("thresholds") or []) or None  # ensembles: the contract's events
     dims = samples.dims
     ds = forecast_dataset(
         forecast,

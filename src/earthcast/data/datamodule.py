@@ -26,7 +26,6 @@ from earthcast.data.config import DataConfig
 from earthcast.data.samplers import EpochSampler
 from earthcast.data.specs import CONTRACT_KEYS, SPLITS, DatasetSpec
 
-
 _STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
     "fit": ("train", "val"),
     "validate": ("val",),
@@ -157,20 +156,27 @@ class ForecastDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------------ resuming
     def state_dict(self) -> dict[str, Any]:
-        """Progress of the current training epoch (written into every checkpoint)."""
+        """Progress of the current training epoch (written into every checkpoint of a fit)."""
         trainer = self.trainer
-        if trainer is None or not trainer.training:
+        if trainer is None or trainer.state.fn != "fit":
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": int(trainer.current_epoch), "batches_done": int(progress.ready)}
+        batches = trainer.num_training_batches
+        return {
+            "epoch": int(trainer.current_epoch),
+            "batches_done": int(progress.ready),
+            "epoch_batches": int(batches) if batches != float("inf") else -1,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict)
 
     def _apply_resume(self, sampler: EpochSampler, batch_size: int) -> None:
         epoch, done = self._resume["epoch"], self._resume["batches_done"]
-        batches = -(-len(sampler) // batch_size)
-        if done >= batches:  # the checkpoint closed its epoch: start the next one
+        per_epoch = self._resume.get("epoch_batches", -1)
+        if per_epoch < 0:
+            per_epoch = -(-len(sampler) // batch_size)
+        if done >= per_epoch:  # the checkpoint closed its epoch: start the next one
             sampler.resume(epoch + 1, 0)
         else:
             sampler.resume(epoch, done * batch_size)

@@ -261,6 +261,19 @@ def _checked_var(ds: Any, name: str, dims: tuple[str, ...], sizes: dict[str, int
     return var
 
 
+def _open_netcdf(path: Path) -> Any:
+    """``xr.open_dataset`` with a ValueError naming the file when it is damaged or not NetCDF."""
+    import xarray as xr
+
+    try:
+        return xr.open_dataset(path, decode_times=False)
+    except Exception as err:  # the engines raise ValueError, OSError, KeyError, … for damaged files
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"cannot read {path}: it is truncated, corrupt or not NetCDF ({first}). {_SOURCE_HINT}"
+        ) from err
+
+
 def _lon_columns(ds: Any) -> Any:
     if "lon" in ds.coords:
         lon = np.asarray(ds["lon"].values, dtype=np.float64)
@@ -296,8 +309,6 @@ class ENSODataset(Dataset):
         out_len: int = 14,
         stride: int = 1,
     ) -> None:
-        import xarray as xr
-
         if in_len < 1 or out_len < 3 or stride < 1:
             raise ValueError(
                 f"need in_len >= 1, out_len >= 3, stride >= 1; got {in_len}, {out_len}, {stride}"
@@ -308,7 +319,7 @@ class ENSODataset(Dataset):
             if not path.is_file():
                 raise FileNotFoundError(f"ICAR-ENSO file {name} not found in {root}. {_SOURCE_HINT}")
         grid = {"month": WINDOW_MONTHS, "lat": 24, "lon": 72}
-        with xr.open_dataset(paths[TRAIN_FILE], decode_times=False) as ds:
+        with _open_netcdf(paths[TRAIN_FILE]) as ds:
             sst = _checked_var(ds, "sst", ("year", "month", "lat", "lon"), grid, paths[TRAIN_FILE])
             self.layout = model_layout(ds.attrs, sst.sizes["year"])
             self.models = split_models(self.layout, split)
@@ -318,7 +329,7 @@ class ENSODataset(Dataset):
                 _, first, years = self.layout[m]
                 rows = sst.isel(year=slice(first, first + years), lon=cols).values  # (Y, 36, 24, 48)
                 series.append(normalize_sst(stitch_windows(rows).astype(np.float32)))  # (T, 24, 48)
-        with xr.open_dataset(paths[LABEL_FILE], decode_times=False) as ds:
+        with _open_netcdf(paths[LABEL_FILE]) as ds:
             nino = _checked_var(ds, "nino", ("year", "month"), {"month": WINDOW_MONTHS}, paths[LABEL_FILE])
             if nino.sizes["year"] != sum(y for _, _, y in self.layout):
                 raise ValueError(

@@ -62,7 +62,14 @@ def open_store(source: str | Path, engine: str | None = None) -> xr.Dataset:
         raise FileNotFoundError(f"gridded store not found: {path}")
     if engine is None and (path.is_dir() or path.suffix == ".zarr"):
         engine = "zarr"
-    return xr.open_dataset(path, engine=engine, chunks=None, cache=False)
+    try:
+        return xr.open_dataset(path, engine=engine, chunks=None, cache=False)
+    except Exception as err:  # the engines raise ValueError, OSError, KeyError, … for damaged stores
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"cannot read gridded store {path}: it is truncated, corrupt or not NetCDF/Zarr ({first}); "
+            "re-create it (e.g. earthcast data import-radar)"
+        ) from err
 
 
 class GriddedDataset(Dataset):

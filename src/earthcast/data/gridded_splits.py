@@ -9,6 +9,7 @@ from the evaluation periods. Options not listed here go to ``GriddedDataset`` un
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +73,24 @@ def build_gridded(
         raise ValueError(
             f"no time range for split(s) {missing}; set data.options.time_slices or split_fractions"
         )
-    train = call_with(GriddedDataset, "GriddedDataset", root, time_slice=tuple(slices["train"]), **options)
+    make = functools.partial(call_with, GriddedDataset, "GriddedDataset", root)
+    train = _split_dataset(make, "train", slices["train"], options)
+    stats = train.stats if options.get("normalization") else None
     out: dict[str, Dataset] = {}
     for split in splits:
-        if split == "train":
-            out[split] = train
-        else:
-            kwargs = {**options, "normalization": train.stats if options.get("normalization") else None}
-            out[split] = GriddedDataset(root, time_slice=tuple(slices[split]), **kwargs)
+        out[split] = (
+            train
+            if split == "train"
+            else _split_dataset(make, split, slices[split], {**options, "normalization": stats})
+        )
     return out
+
+
+def _split_dataset(make: Any, split: str, time_slice: Any, options: dict[str, Any]) -> Dataset:
+    try:
+        return make(time_slice=tuple(time_slice), **options)
+    except ValueError as err:
+        raise ValueError(f"split '{split}' (time range {list(time_slice)}): {err}") from err
 
 
 def _windows(config: DataConfig) -> dict[str, int]:

@@ -94,6 +94,8 @@ def _check_numeric(dtype: np.dtype, path: Path, what: str) -> None:
 def _selection(total: int, start: int, count: int | None, path: Path, what: str, hint: str) -> slice:
     if total == 0:
         raise ValueError(f"{what} '{path}' holds no samples (its first axis has length 0)")
+    if count is not None and count < 1:
+        raise ValueError(f"asked for {count} samples of {what} '{path}'; the count must be >= 1")
     stop = total if count is None else start + count
     if start < 0 or start >= total or (count is not None and count < 1) or stop > total:
         asked = f"samples {start}…{stop - 1}" if count is not None and count > 1 else f"sample {start}"
@@ -128,7 +130,7 @@ def _open_dataset(path: Path, fmt: str, what: str):
         return xr.open_dataset(path, chunks=None, cache=False)
     except Exception as err:  # engines raise many types (OSError, ValueError, KeyError, …)
         kind = "Zarr store" if fmt == "zarr" else "NetCDF file"
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"cannot read {what} '{path}' as a {kind} ({message}); the file is corrupt, truncated or "
             "not in that format. Re-create it (e.g. xarray Dataset.to_netcdf) or pass a .npy array"
@@ -149,7 +151,8 @@ def _pick_variable(ds, variable: str | None, min_ndim: int, path: Path, what: st
             return name
     raise ValueError(
         f"{what} '{path}' has no data variable with at least {min_ndim} dimensions "
-        f"(sample, time, y, x); found: {listing}. Pick one with --var"
+        f"(sample, time, y, x); found: {listing}. Cut a (time, y, x) series into windows "
+        "(N, T, H, W) first, or pick a variable with --var"
     )
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,15 @@ import xarray as xr
 
 from earthcast.utils.io import atomic_path
 
-__all__ = ["FILL_VALUE", "exceedance_probability", "forecast_dataset", "physical_scale", "write_forecast"]
+__all__ = [
+    "FILL_VALUE",
+    "cf_units",
+    "exceedance_probability",
+    "forecast_dataset",
+    "physical_scale",
+    "variable_name",
+    "write_forecast",
+]
 
 FILL_VALUE = np.float32(-9999.0)
 """``_FillValue`` of every float variable (forecasts never contain it; CF tools expect one)."""
@@ -55,14 +64,16 @@ _UNSCALED = (None, "raw", "255", "none")
 # long_name and (where CF defines one) standard_name per contract variable
 _VARIABLES: dict[str, tuple[str, str | None]] = {
     "vil": ("vertically integrated liquid (SEVIR VIL)", None),
-    "precip": ("precipitation", None),
+    "precip": ("precipitation rate", "rainfall_rate"),
     "rainrate": ("rainfall rate", "rainfall_rate"),
     "rain_rate": ("rainfall rate", "rainfall_rate"),
     "sst": ("sea surface temperature anomaly", None),
     "frames": ("image intensity", None),
     "digits": ("image intensity", None),
+    "intensity": ("image intensity", None),
 }
 _RAIN_RATE_UNITS = ("mm/h", "mm h-1", "mm hr-1")
+_DIMENSIONLESS_WORDS = ("code", "grey level", "gray level", "count")
 _MEMBER_ATTRS = {"standard_name": "realization", "long_name": "ensemble member"}
 
 
@@ -100,29 +111,48 @@ def exceedance_probability(
     return np.stack([(physical >= tau).mean(axis=1) for tau in thresholds], axis=1).astype(np.float32)
 
 
+def cf_units(units: str | None) -> str:
+    """UDUNITS-style ``units`` for a contract's units string.
+
+    A trailing parenthetical is a description (``"K (SST anomaly)"`` → ``"K"``); codes and grey
+    levels are dimensionless (``"VIL byte code (0-254; …)"`` → ``"1"``); empty means ``"1"``.
+    """
+    base = re.sub(r"\s*\(.*\)\s*$", "", str(units or "")).strip()
+    if not base or any(word in base.lower() for word in _DIMENSIONLESS_WORDS):
+        return "1"
+    return base
+
+
+def variable_name(contract: Mapping[str, Any]) -> str:
+    """NetCDF variable name from the contract's ``variable`` (``"forecast"`` when empty)."""
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", str(contract.get("variable") or "")).strip("_")
+    return name or "forecast"
+
+
 def _variable_attrs(contract: Mapping[str, Any], name: str) -> dict[str, Any]:
-    units = str(contract.get("units") or "1")
+    units = str(contract.get("units") or "")
     long_name, standard_name = _VARIABLES.get(name.lower(), (name, None))
-    if standard_name == "rainfall_rate" and units not in _RAIN_RATE_UNITS:
+    if standard_name == "rainfall_rate" and cf_units(units) not in _RAIN_RATE_UNITS:
         standard_name = None  # only claim the CF name when the units fit it
     scale = contract.get("scale")
     attrs: dict[str, Any] = {"long_name": long_name}
-    if standard_name:
-        attrs["standard_name"] = standard_name
     if scale in _UNSCALED:
-        attrs["units"] = units
+        attrs["units"] = cf_units(units)
+        if standard_name:
+            attrs["standard_name"] = standard_name
+        if units and units != attrs["units"]:
+            attrs["units_description"] = units
         return attrs
     factor, offset = physical_scale(contract)
     attrs.update(
-        units="1",
-        physical_units=units,
+        units="1",  # normalised values; a standard_name would require the physical units
+        physical_units=units or "1",
         physical_scale_factor=factor,
         physical_add_offset=offset,
         earthcast_scale=str(scale),
-        comment=f"values in the model's scale '{scale}': physical value [{units}] = value × {factor:g}"
+        comment=f"values in the model's scale '{scale}': physical value [{units or '1'}] = value × {factor:g}"
         + (f" + {offset:g}" if offset else ""),
     )
-    attrs.pop("standard_name", None)  # a standard_name requires its canonical (physical) units
     return attrs
 
 
@@ -207,7 +237,7 @@ def forecast_dataset(
             "one deterministic forecast, so drop the thresholds"
         )
     n, t, h, w, c = forecast.shape[0], *forecast.shape[-4:]
-    name = str(contract.get("variable") or "forecast")
+    name = variable_name(contract)
     interval = contract.get("frame_interval_minutes")
     coords = _coords(n, t, interval, sample_index, reference_time)
     coords["y"], coords["x"] = _spatial("y", h, y), _spatial("x", w, x)
@@ -235,11 +265,11 @@ def forecast_dataset(
 
 def _probabilities(values, contract, thresholds, name, space, coords) -> dict[str, Any]:
     factor, offset = physical_scale(contract)
-    units = str(contract.get("units") or "1")
+    units = str(contract.get("units") or "")
     coords["threshold"] = (
         "threshold",
         np.asarray(thresholds, dtype=np.float64),
-        {"long_name": f"exceedance threshold of {name}", "units": units},
+        {"long_name": f"exceedance threshold of {name}", "units": cf_units(units)},
     )
     probability = exceedance_probability(values, thresholds, factor, offset)
     attrs = {
@@ -253,7 +283,7 @@ def _probabilities(values, contract, thresholds, name, space, coords) -> dict[st
 def _global_attrs(contract: Mapping[str, Any], attrs: Mapping[str, Any] | None) -> dict[str, Any]:
     merged = {
         "Conventions": "CF-1.8",
-        "title": f"earthcast forecast of {contract.get('variable') or 'forecast'}",
+        "title": f"earthcast forecast of {variable_name(contract)}",
         "institution": "unknown (set with --institution)",
         "source": "earthcast",
         "history": "",

@@ -162,7 +162,8 @@ def _check_shapes(pred: np.ndarray, target: np.ndarray, kind: str) -> None:
 
 
 def _chunk(array: np.ndarray, start: int, size: int, name: str, allow_nan: bool) -> Tensor:
-    chunk = torch.from_numpy(np.array(array[start : start + size], dtype=np.float32))  # copy: memmaps are read-only
+    # a copy: memory-mapped arrays are read-only, which torch.from_numpy warns about
+    chunk = torch.from_numpy(np.array(array[start : start + size], dtype=np.float32))
     bad = torch.isinf(chunk) if allow_nan else ~torch.isfinite(chunk)
     if bool(bad.any()):
         sample = start + int(torch.nonzero(bad)[0, 0])

@@ -3,6 +3,11 @@
 Every entry is a factory taking keyword overrides and returning an ``nn.Module`` that follows the
 ``Forecaster`` contract ``(B, T_in, H, W, C) → (B, T_out, H, W, C)``. Third-party packages add
 models through the ``earthcast.models`` entry-point group.
+
+Built-ins: the Earthformer presets (``earthformer_*``) and ``persistence``. A factory may carry a
+``contract_fields`` mapping ``{config field: data-contract key}``; training and evaluation fill
+those fields from the data unless they are overridden (persistence takes ``out_len`` and
+``channels_out`` from the data it is scored on).
 """
 
 from __future__ import annotations

@@ -68,13 +68,22 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"'{path}' is not a readable PyTorch checkpoint (truncated or not a checkpoint?): {first_line}"
+            f"'{path}' is not a readable PyTorch checkpoint (corrupt, truncated, or not written by "
+            f"torch.save): {_load_error_reason(err)}"
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"'{path}' is not an earthcast checkpoint: it holds no 'state_dict'")
     return checkpoint
+
+
+def _load_error_reason(err: Exception) -> str:
+    """The informative part of a ``torch.load`` error (the weights-only preamble is noise here)."""
+    text = str(err).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def checkpoint_info(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:
@@ -146,9 +155,21 @@ def load_forecaster(
         ValueError: the file is missing, corrupt, not an earthcast checkpoint, of another model,
             or its weights do not fit the rebuilt network.
     """
+    checkpoint = read_checkpoint(path, map_location)
+    model, info = network_from_checkpoint(checkpoint, path, use_ema, expected_model)
+    device = map_location if isinstance(map_location, (str, torch.device)) else "cpu"
+    return model.to(device).eval(), dict(info["data_contract"])
+
+
+def network_from_checkpoint(
+    checkpoint: dict[str, Any],
+    path: str | os.PathLike = "<checkpoint>",
+    use_ema: bool = True,
+    expected_model: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a loaded checkpoint with its weights, and its :func:`checkpoint_info`."""
     from earthcast.models import MODELS, create_model
 
-    checkpoint = read_checkpoint(path, map_location)
     info = checkpoint_info(checkpoint, path)
     name = info["model_name"]
     if expected_model is not None and expected_model.lower() != name.lower():
@@ -159,20 +180,23 @@ def load_forecaster(
             f"(a missing plug-in?). Registered: {', '.join(MODELS.names())}"
         )
     model = create_model(name, **info["model_overrides"])
-    state = checkpoint["state_dict"]
-    prefix = info["prefix"]
+    state, prefix = checkpoint["state_dict"], info["prefix"]
     if use_ema and prefix == NET_PREFIX and any(k.startswith(EMA_PREFIX) for k in state):
         prefix = EMA_PREFIX
     weights = network_state(state, prefix) if prefix else dict(state)
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        raise ValueError(
+            f"the weights in '{path}' do not fit model '{name}': {'; '.join(lines[:3])}"
+        ) from err
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"the weights in '{path}' do not fit model '{name}': missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval(), dict(
-        info["data_contract"]
-    )
+    return model, info
 
 
 def find_resume_checkpoint(out_dir: str | os.PathLike) -> Path | None:

@@ -58,9 +58,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _require(
             self.lr > 0 and self.weight_decay >= 0 and self.eps > 0,
-            f"optim: need lr > 0, weight_decay >= 0, eps > 0 (got {self.lr}, {self.weight_decay}, {self.eps})",
+            f"optim: need lr > 0, weight_decay >= 0, eps > 0; got {self.lr}, {self.weight_decay}, {self.eps}",
         )
-        _require(0 <= self.warmup_fraction < 1, f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1)")
+        _require(
+            0 <= self.warmup_fraction < 1, f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1)"
+        )
         for key in ("warmup_min_lr_ratio", "min_lr_ratio"):
             _require(0 <= getattr(self, key) <= 1, f"optim.{key}={getattr(self, key)} must be in [0, 1]")
         _require(all(0 <= b < 1 for b in self.betas), f"optim.betas={self.betas} must lie in [0, 1)")
@@ -124,19 +126,34 @@ class TrainerConfig:
     out_dir: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.max_epochs >= -1 and self.max_steps >= -1, "trainer: max_epochs and max_steps must be >= -1")
+        _require(
+            self.max_epochs >= -1 and self.max_steps >= -1, "trainer: max_epochs and max_steps must be >= -1"
+        )
         _require(self.max_epochs != -1 or self.max_steps > 0, "trainer: max_epochs=-1 needs max_steps > 0")
         _require(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1")
         _require(
             self.global_batch_size is None or self.accumulate_grad_batches == 1,
             "trainer: set either global_batch_size or accumulate_grad_batches, not both",
         )
-        _require(self.global_batch_size is None or self.global_batch_size >= 1, "trainer.global_batch_size must be >= 1")
-        _require(self.ema_decay is None or 0 < self.ema_decay < 1, f"trainer.ema_decay={self.ema_decay} must be in (0, 1)")
+        _require(
+            self.global_batch_size is None or self.global_batch_size >= 1,
+            "trainer.global_batch_size must be >= 1",
+        )
+        _require(
+            self.ema_decay is None or 0 < self.ema_decay < 1,
+            f"trainer.ema_decay={self.ema_decay} must be in (0, 1)",
+        )
+        _require(
+            self.ema_decay is None or self.strategy != "fsdp",
+            "trainer.ema_decay is not supported with strategy=fsdp (the average would mix weight shards)",
+        )
         for key in ("checkpoint_every_n_steps", "early_stopping_patience"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"trainer.{key}={value} must be >= 1 (or null)")
-        _require(self.num_nodes >= 1 and self.log_every_n_steps >= 1, "trainer: num_nodes and log_every_n_steps must be >= 1")
+        _require(
+            self.num_nodes >= 1 and self.log_every_n_steps >= 1,
+            "trainer: num_nodes and log_every_n_steps must be >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -263,14 +280,16 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
-    label = where or "the config"
+    label = where[:-1] if where else "the config"
     if not isinstance(raw, dict):
         raise ValueError(f"{label} must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         keys = ", ".join(f"{where}{k}" for k in unknown)
-        raise ValueError(f"unknown key(s) {keys}; valid keys{' of ' + where[:-1] if where else ''}: {', '.join(fields)}")
+        raise ValueError(
+            f"unknown key(s) {keys}; valid keys{' of ' + where[:-1] if where else ''}: {', '.join(fields)}"
+        )
     required = [n for n, f in fields.items() if _is_required(f) and n not in raw]
     if required:
         raise ValueError(f"missing required key(s): {', '.join(where + n for n in required)}")

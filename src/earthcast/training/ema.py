@@ -3,7 +3,8 @@
 After every optimiser step ``θ̄ ← d_n · θ̄ + (1 − d_n) · θ`` with the warmed-up decay
 ``d_n = min(decay, (1 + n) / (10 + n))`` (``n`` = updates so far), so early averages are not
 dominated by the random initialisation; buffers (e.g. norm statistics) are copied. The shadow
-network is a frozen copy of the trained one and is saved in checkpoints (``ema.shadow.*``).
+network is a frozen copy of the trained one, saved in checkpoints (``ema.shadow.*``) and only
+ever run for evaluation (the training system switches it to eval mode with itself).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class EMA(nn.Module):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self.shadow = copy.deepcopy(net).requires_grad_(False).eval()
+        self.shadow = copy.deepcopy(net).requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
 
     def current_decay(self) -> float:
@@ -43,8 +44,3 @@ class EMA(nn.Module):
         for avg, b in zip(self.shadow.buffers(), net.buffers()):
             avg.copy_(b)
         self.num_updates += 1
-
-    def train(self, mode: bool = True) -> EMA:
-        super().train(mode)
-        self.shadow.eval()  # the average is only ever evaluated
-        return self

@@ -132,8 +132,13 @@ class ForecastSystem(L.LightningModule):
         contract = self._resolve_contract()
         if self.net is None:
             if contract is None:
-                raise ValueError(f"model '{self.hparams.model_name}' takes its shape from the data; give a data module")
-            overrides = {**contract_defaults(self.hparams.model_name, contract), **self.hparams.model_overrides}
+                raise ValueError(
+                    f"model '{self.hparams.model_name}' takes its shape from the data; give a data module"
+                )
+            overrides = {
+                **contract_defaults(self.hparams.model_name, contract),
+                **self.hparams.model_overrides,
+            }
             self.hparams["model_overrides"] = overrides
             self._attach(_create(self.hparams.model_name, overrides))
         if contract is not None:
@@ -147,7 +152,11 @@ class ForecastSystem(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         current = getattr(datamodule, "contract", None) if datamodule is not None else None
         if recorded and current:
-            clash = {k: (recorded.get(k), current.get(k)) for k in (*_SHAPE_KEYS, "scale") if recorded.get(k) != current.get(k)}
+            clash = {
+                k: (recorded.get(k), current.get(k))
+                for k in (*_SHAPE_KEYS, "scale")
+                if recorded.get(k) != current.get(k)
+            }
             if clash:
                 detail = ", ".join(f"{k}: model {a!r} vs data {b!r}" for k, (a, b) in clash.items())
                 raise ValueError(f"the data do not match the model's data contract ({detail})")
@@ -169,7 +178,15 @@ class ForecastSystem(L.LightningModule):
         pred = net(torch.nan_to_num(inputs))  # (B, T_out, H, W, C_out)
         loss = masked_mse(pred, targets)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, sync_dist=not on_step, batch_size=len(inputs))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=on_step,
+            sync_dist=not on_step,
+            batch_size=len(inputs),
+        )
         if stage != "train":
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             self.scoring.update(dict(metrics.items()), pred.detach().float(), targets.float(), batch)
@@ -208,7 +225,10 @@ class ForecastSystem(L.LightningModule):
                 "`earthcast test CONFIG --model NAME` instead of training it"
             )
         optimizer, scheduler = build_optimizer(self.net, self.optim_config, self._schedule_length())
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
 
     def _schedule_length(self) -> int:
         trainer = self.trainer
@@ -259,7 +279,9 @@ class ForecastSystem(L.LightningModule):
         states = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
             states["cuda"] = torch.cuda.get_rng_state(self.device)
-        distributed = self._trainer is not None and self.trainer.world_size > 1 and torch.distributed.is_initialized()
+        distributed = (
+            self._trainer is not None and self.trainer.world_size > 1 and torch.distributed.is_initialized()
+        )
         if not distributed:
             return {k: v[None] for k, v in states.items()}
         return {k: self.all_gather(v.to(self.device)).cpu() for k, v in states.items()}
@@ -286,7 +308,7 @@ def _check_shapes(net: nn.Module, contract: dict[str, Any], model_name: str) -> 
         model_shape = tuple(getattr(config, key, ())) if config is not None else ()
         if model_shape and model_shape != data_shape:
             raise ValueError(
-                f"model '{model_name}' has {key}={list(model_shape)} but the '{contract['dataset']}' data give "
-                f"{list(data_shape)} (T, H, W, C); set model_overrides.{key}={list(data_shape)} or change "
-                "the data windows"
+                f"model '{model_name}' has {key}={list(model_shape)} but the '{contract['dataset']}' data "
+                f"give {list(data_shape)} (T, H, W, C); set model_overrides.{key}={list(data_shape)} or "
+                "change the data windows"
             )

@@ -17,7 +17,6 @@ requested where they exist.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,8 @@ from earthcast.training.checkpoint import (
     CHECKPOINT_DIR,
     LAST_NAME,
     AtomicCheckpointIO,
-    checkpoint_info,
     find_resume_checkpoint,
-    network_state,
+    network_from_checkpoint,
     read_checkpoint,
 )
 from earthcast.training.config import ExperimentConfig, TrainerConfig
@@ -62,7 +60,7 @@ class LastCheckpoint(cb.ModelCheckpoint):
     """``last.ckpt`` at every trigger (epoch end, or every n steps) and once more when training ends."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(Path(self.dirpath) / LAST_NAME)
+        trainer.save_checkpoint(Path(self.dirpath) / LAST_NAME, weights_only=False)
         self.last_model_path = str(Path(self.dirpath) / LAST_NAME)
 
 
@@ -76,7 +74,9 @@ def resolve_data(config: ExperimentConfig, out: Path) -> DataConfig:
     return config.data if config.data.root else config.data.replace(root=str(out / "data" / config.data.name))
 
 
-def fit(config: ExperimentConfig, resume: str | Path | None = None, *, out_dir: str | Path | None = None) -> FitResult:
+def fit(
+    config: ExperimentConfig, resume: str | Path | None = None, *, out_dir: str | Path | None = None
+) -> FitResult:
     """Train ``config.model`` on ``config.data`` with Lightning.
 
     Args:
@@ -106,7 +106,9 @@ def fit(config: ExperimentConfig, resume: str | Path | None = None, *, out_dir: 
         experiment=config.to_dict(),
     )
     trainer = build_trainer(trainer_cfg, out, system, data.batch_size)
-    trainer.fit(system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(
+        system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True
+    )
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     last = out / CHECKPOINT_DIR / LAST_NAME
     return FitResult(
@@ -158,19 +160,14 @@ def _system_for(ckpt_or_model_name: str | Path, config: ExperimentConfig, use_em
 
     path = Path(ckpt_or_model_name)
     if path.suffix in (".ckpt", ".pt", ".pth") or path.exists():
-        checkpoint = read_checkpoint(path)
-        info = checkpoint_info(checkpoint, path)
-        state = checkpoint["state_dict"]
-        system = ForecastSystem(
+        net, info = network_from_checkpoint(read_checkpoint(path), path, use_ema)
+        return ForecastSystem(
+            net,
             model_name=info["model_name"],
             model_overrides=info["model_overrides"],
             dataset=config.data.name,
             data_contract=info["data_contract"],
         )
-        weights = network_state(state, info["prefix"]) if info["prefix"] else dict(state)
-        ema = network_state(state, "ema.shadow.")
-        system.net.load_state_dict(ema if use_ema and ema else weights)
-        return system
     if str(ckpt_or_model_name) not in MODELS:
         raise ValueError(
             f"'{ckpt_or_model_name}' is neither a checkpoint file nor a registered model "
@@ -196,7 +193,7 @@ def build_trainer(
     loggers: list[Any] | bool = False
     if not evaluating:
         loggers = [CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb", default_hp_metric=False)]
-        callbacks += _training_callbacks(cfg, out, system)
+        callbacks += [cb.ModelSummary(max_depth=1), *_training_callbacks(cfg, out, system)]  # summary → log
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -222,10 +219,15 @@ def build_trainer(
         enable_progress_bar=cfg.progress_bar != "none",
         enable_model_summary=not evaluating,
         use_distributed_sampler=False,  # ForecastDataModule shards with its own resumable sampler
+        # no_grad, not inference_mode, for evaluation: networks cache index tensors (cuboid masks,
+        # relative-bias indices) and a tensor cached in inference mode cannot be used for training
+        inference_mode=False,
         plugins=[AtomicCheckpointIO()],
     )
     if cfg.global_batch_size is not None:
-        trainer.accumulate_grad_batches = _accumulation(cfg.global_batch_size, micro_batch, trainer.world_size)
+        trainer.accumulate_grad_batches = _accumulation(
+            cfg.global_batch_size, micro_batch, trainer.world_size
+        )
     return trainer
 
 
@@ -252,10 +254,13 @@ def _training_callbacks(cfg: TrainerConfig, out: Path, system: ForecastSystem) -
                 mode=mode,
                 save_top_k=1,
                 auto_insert_metric_name=False,
+                save_on_train_epoch_end=False,  # decide when validation has produced the metric
             )
         )
         if cfg.early_stopping_patience is not None:
-            callbacks.append(cb.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience))
+            callbacks.append(
+                cb.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience)
+            )
     return callbacks
 
 
@@ -263,8 +268,8 @@ def _accumulation(global_batch: int, micro_batch: int, world_size: int) -> int:
     per_step = micro_batch * world_size
     if global_batch % per_step:
         raise ValueError(
-            f"trainer.global_batch_size={global_batch} is not a multiple of data.batch_size × devices × nodes "
-            f"= {micro_batch} × {world_size}"
+            f"trainer.global_batch_size={global_batch} is not a multiple of data.batch_size × devices × "
+            f"nodes = {micro_batch} × {world_size}"
         )
     return global_batch // per_step
 
@@ -278,12 +283,19 @@ def _resume_path(resume: str | Path | None, out: Path) -> Path | None:
                 "or choose another run directory"
             )
         return None
+    _remove_partial_writes(out / CHECKPOINT_DIR)
     if str(resume) == "auto":
         return last
     path = Path(resume)
     if not path.is_file():
         raise ValueError(f"cannot resume: checkpoint '{path}' does not exist")
     return path
+
+
+def _remove_partial_writes(ckpt_dir: Path) -> None:
+    """Delete temporary files a killed run left while writing a checkpoint (``.<name>.<random>.tmp``)."""
+    for tmp in ckpt_dir.glob(".*.ckpt.*.tmp") if ckpt_dir.is_dir() else ():
+        tmp.unlink(missing_ok=True)
 
 
 def _seed_and_flags(cfg: TrainerConfig) -> None:

@@ -76,7 +76,10 @@ def _sevir(contract: dict[str, Any]) -> dict[str, Metric]:
 
 def _digits(contract: dict[str, Any]) -> dict[str, Metric]:
     data_range = 1.0 if contract.get("scale") == "01" else 255.0
-    return {"mse": MSE("frame_sum"), "mae": MAE("frame_sum"), "ssim": SSIM(data_range=data_range)}
+    # CSI at the SEVIR byte thresholds read as pixel intensities out of 255 (no missing-value code:
+    # 255 is a real digit pixel) — a skill score that a blurry forecast cannot game
+    csi = get_metric("contingency", thresholds=SEVIR_THRESHOLDS, scale=255.0 / data_range)
+    return {"mse": MSE("frame_sum"), "mae": MAE("frame_sum"), "ssim": SSIM(data_range=data_range), "csi": csi}
 
 
 def _enso(contract: dict[str, Any]) -> dict[str, Metric]:

@@ -40,7 +40,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save ``fig`` atomically in the format given by the extension of ``path``."""
     fmt = image_format(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")  # crop margins left by fixed aspects
     return Path(path)
 
 

@@ -25,16 +25,17 @@ __all__ = ["animate_forecast"]
 
 
 def _steps(
-    forecast: np.ndarray, truth: np.ndarray | None, context: np.ndarray | None, interval: float
+    forecast: np.ndarray, truth: np.ndarray | None, context: np.ndarray | None, interval: float | None
 ) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """``(title, left, right)`` per GIF frame; ``left`` is None when there is no truth."""
+    clock = interval is not None
     steps: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     if context is not None:
         for minutes, frame in zip(context_minutes(len(context), interval), context):
-            steps.append((f"context {format_minutes(minutes)}", frame, frame))
+            steps.append((f"context {format_minutes(minutes, clock)}", frame, frame))
     for i, minutes in enumerate(lead_minutes(len(forecast), interval)):
         left = truth[i] if truth is not None and i < len(truth) else None
-        steps.append((f"lead {format_minutes(minutes)}", left, forecast[i]))
+        steps.append((f"lead {format_minutes(minutes, clock)}", left, forecast[i]))
     return steps
 
 
@@ -44,7 +45,7 @@ def animate_forecast(
     truth: np.ndarray | None = None,
     context: np.ndarray | None = None,
     *,
-    interval_minutes: float = 5.0,
+    interval_minutes: float | None = 5.0,
     colors: ColorSpec | None = None,
     fps: float = 2.0,
     title: str | None = None,
@@ -55,7 +56,7 @@ def animate_forecast(
     Args:
         forecast, truth, context: ``(T, H, W)`` (or ``(T, H, W, 1)``) sequences of one sample.
         path: output ``.gif``.
-        interval_minutes: minutes between frames, for the titles.
+        interval_minutes: minutes between frames, for the titles (None: label frame steps).
         colors: colour map and norm; default ``continuous_colors`` over the frames.
         fps: GIF frames per second.
         title: figure title.

@@ -15,6 +15,7 @@ tick labels, so a figure never shows an unlabelled grey ramp (PEERS §2, theme 1
   ``pysteps.visualization.precipfields``), pale blue → green → yellow → red → magenta; dry
   pixels (< 0.1 mm/h) are white. The same levels are used for ``dBR`` and ``log(1 + mm/h)``
   data, transformed.
+* **Anomalies** (``anomaly_colors``): blue–red, symmetric about zero (e.g. SST anomaly in K).
 * **Fallback** (``continuous_colors``): viridis between the data's finite extremes.
 
 ``colors_for(units, variable=, dataset=, scale=, data=)`` picks one; ``colors_for_contract``
@@ -36,6 +37,7 @@ __all__ = [
     "RAIN_LEVELS_MM_H",
     "VIL_LEVELS",
     "ColorSpec",
+    "anomaly_colors",
     "colors_for",
     "colors_for_contract",
     "continuous_colors",
@@ -85,7 +87,7 @@ class ColorSpec:
         ticks: colour-bar tick positions in data units (None = automatic).
         ticklabels: labels for ``ticks`` (None = the numbers).
         extend: colour-bar ``extend`` argument (``"neither"``, ``"min"``, ``"max"``, ``"both"``).
-        kind: ``"vil"``, ``"rain"`` or ``"continuous"``.
+        kind: ``"vil"``, ``"rain"``, ``"anomaly"`` or ``"continuous"``.
     """
 
     cmap: Colormap
@@ -109,10 +111,9 @@ def _vil_code_to_kg_m2(code: float) -> float:
 def vil_colors(scale: str = "01", units: str | None = None) -> ColorSpec:
     """SEVIR VIL colour map on data in ``scale`` ``"01"`` (code / 255), ``"255"``/``"raw"`` (code)
     or physical ``units="kg m-2"``."""
-    cmap = ListedColormap(_VIL_COLORS, name="sevir_vil")
-    cmap.set_bad(MISSING_COLOR)
-    cmap.set_over(_VIL_COLORS[-1])
-    cmap.set_under(_VIL_COLORS[0])
+    cmap = ListedColormap(_VIL_COLORS, name="sevir_vil").with_extremes(
+        bad=MISSING_COLOR, over=_VIL_COLORS[-1], under=_VIL_COLORS[0]
+    )
     kg = tuple(_vil_code_to_kg_m2(c) for c in VIL_LEVELS)
     compact = (units or "").replace(" ", "").replace("**", "").replace("^", "").lower()
     if compact in ("kgm-2", "kg/m2"):
@@ -128,10 +129,10 @@ def vil_colors(scale: str = "01", units: str | None = None) -> ColorSpec:
     return ColorSpec(cmap, norm, label, bounds, labels, extend="max", kind="vil")
 
 
-def rain_colors(units: str = "mm/h", zerovalue: float | None = None) -> ColorSpec:
+def rain_colors(units: str = "mm/h") -> ColorSpec:
     """Rain-rate colour map for data in ``"mm/h"``, ``"dBR"`` (10·log10 R) or ``"log(1 + mm/h)"``.
 
-    ``zerovalue`` (the dry floor of dBR data) is drawn like any value below the first level.
+    Values below 0.1 mm/h (e.g. the −15 dBR dry floor of ``import_radar``) are drawn white.
     """
     levels = np.asarray(RAIN_LEVELS_MM_H)
     unit = units.strip()
@@ -144,10 +145,9 @@ def rain_colors(units: str = "mm/h", zerovalue: float | None = None) -> ColorSpe
     else:
         bounds = levels
         label = "rain rate (mm/h)"
-    cmap = ListedColormap(_RAIN_COLORS, name="rain_rate")
-    cmap.set_under("#ffffff")
-    cmap.set_over(_RAIN_COLORS[-1])
-    cmap.set_bad(MISSING_COLOR)
+    cmap = ListedColormap(_RAIN_COLORS, name="rain_rate").with_extremes(
+        bad=MISSING_COLOR, over=_RAIN_COLORS[-1], under="#ffffff"
+    )
     norm = BoundaryNorm(bounds, cmap.N, extend="neither")
     shown = (0, 5, 8, 10, 13, 15)  # 0.1, 1, 4, 10, 40, 100 mm/h
     ticks = tuple(float(bounds[i]) for i in shown)
@@ -155,24 +155,41 @@ def rain_colors(units: str = "mm/h", zerovalue: float | None = None) -> ColorSpe
     return ColorSpec(cmap, norm, label, ticks, ticklabels, extend="both", kind="rain")
 
 
+def _finite_range(data: np.ndarray | None) -> tuple[float, float]:
+    if data is None:
+        return 0.0, 1.0
+    finite = np.asarray(data, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return 0.0, 1.0
+    vmin, vmax = float(finite.min()), float(finite.max())
+    return (vmin, vmax) if vmax > vmin else (vmin, vmin + 1.0)
+
+
 def continuous_colors(
     data: np.ndarray | None = None, units: str | None = None, variable: str | None = None
 ) -> ColorSpec:
     """Viridis between the finite extremes of ``data`` (``[0, 1]`` when no data is given)."""
-    vmin, vmax = 0.0, 1.0
-    if data is not None:
-        finite = np.asarray(data, dtype=np.float64)
-        finite = finite[np.isfinite(finite)]
-        if finite.size:
-            vmin, vmax = float(finite.min()), float(finite.max())
-            if vmax <= vmin:
-                vmax = vmin + 1.0
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
     name = variable or "value"
-    label = f"{name} ({units})" if units else name
-    return ColorSpec(cmap, Normalize(vmin, vmax), label, kind="continuous")
+    label = f"{name} [{units}]" if units else name
+    return ColorSpec(cmap, Normalize(*_finite_range(data)), label, kind="continuous")
+
+
+def anomaly_colors(
+    data: np.ndarray | None = None, units: str | None = None, variable: str | None = None
+) -> ColorSpec:
+    """Diverging blue–red map symmetric about zero, for anomalies (e.g. SST anomaly in K)."""
+    from matplotlib import colormaps
+
+    vmin, vmax = _finite_range(data)
+    limit = max(abs(vmin), abs(vmax)) or 1.0
+    cmap = colormaps["RdBu_r"].with_extremes(bad=MISSING_COLOR)
+    name = variable or "anomaly"
+    label = f"{name} [{units}]" if units else name
+    return ColorSpec(cmap, Normalize(-limit, limit), label, extend="neither", kind="anomaly")
 
 
 def _is_vil(units: str, variable: str, dataset: str) -> bool:
@@ -191,7 +208,8 @@ def colors_for(
 
     Rules: a SEVIR dataset or a variable/units mentioning VIL → ``vil_colors(scale)`` (scale
     ``"01"`` unless ``"255"``/``"raw"`` is given); rain-rate units (mm/h, dBR, log(1 + mm/h)) →
-    ``rain_colors``; anything else → ``continuous_colors(data)``.
+    ``rain_colors``; anomalies (``"anomaly"`` in the units or name) → ``anomaly_colors``;
+    anything else → ``continuous_colors(data)``.
     """
     units_s, variable_s, dataset_s = units or "", variable or "", dataset or ""
     if _is_vil(units_s, variable_s, dataset_s):
@@ -199,6 +217,8 @@ def colors_for(
     unit = units_s.strip().lower()
     if unit in _RAIN_UNITS or unit == "dbr" or unit.startswith("log(1 + mm/h"):
         return rain_colors(units_s)
+    if "anomaly" in unit or "anomaly" in variable_s.lower():
+        return anomaly_colors(data, units, variable)
     return continuous_colors(data, units, variable)
 
 

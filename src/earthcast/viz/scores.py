@@ -82,7 +82,11 @@ def plot_score_vs_lead(
                 continue
             leads = lead_minutes(len(series), interval_minutes)
             ax.plot(leads, series, marker="o", markersize=3, label=name)
-        heading = f"{metric.upper()}, mean over thresholds" if key.endswith("_m") else key.upper().replace("@", " ≥ ")
+        heading = (
+            f"{metric.upper()}, mean over thresholds"
+            if key.endswith("_m")
+            else key.upper().replace("@", " ≥ ")
+        )
         ax.set_title(heading, fontsize=9)
         ax.set_xlabel("lead time (min)", fontsize=8)
         ax.set_ylabel(metric.upper(), fontsize=8)

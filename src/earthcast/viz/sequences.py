@@ -4,7 +4,8 @@ Axis legend: ``t`` frame, ``h``/``w`` space.
 
 Every panel is titled with its time relative to the forecast reference time (the last context
 frame): context frames at ``−(T_in − 1)·Δ … 0``, truth and forecast frames at lead times
-``Δ, 2Δ, … T_out·Δ`` with Δ the frame interval in minutes. All rows share one colour map and one
+``Δ, 2Δ, … T_out·Δ`` with Δ the frame interval in minutes (frame steps ``t−1, t0, t+1 …`` for data
+without a fixed clock interval, such as monthly ENSO fields). All rows share one colour map and one
 colour bar whose label carries the units (``earthcast.viz.colormaps``). NaN pixels are drawn
 light grey (missing data).
 """
@@ -39,30 +40,37 @@ class PanelRow:
     Attributes:
         label: row title (``"context"``, ``"truth"``, ``"forecast"``, …).
         frames: ``(T, H, W)`` values.
-        minutes: time of each frame relative to the forecast reference time, in minutes.
+        minutes: time of each frame relative to the forecast reference time, in minutes (in
+            frame steps when ``clock`` is False).
+        clock: whether ``minutes`` are clock minutes (False for data without a fixed interval).
     """
 
     label: str
     frames: np.ndarray
     minutes: tuple[float, ...]
+    clock: bool = True
 
 
-def lead_minutes(n: int, interval_minutes: float) -> tuple[float, ...]:
-    """Lead times of ``n`` forecast frames: ``Δ, 2Δ, …, nΔ``."""
-    return tuple(float((i + 1) * interval_minutes) for i in range(n))
+def lead_minutes(n: int, interval_minutes: float | None) -> tuple[float, ...]:
+    """Lead times of ``n`` forecast frames: ``Δ, 2Δ, …, nΔ`` (steps ``1 … n`` when Δ is None)."""
+    step = 1.0 if interval_minutes is None else float(interval_minutes)
+    return tuple((i + 1) * step for i in range(n))
 
 
-def context_minutes(n: int, interval_minutes: float) -> tuple[float, ...]:
+def context_minutes(n: int, interval_minutes: float | None) -> tuple[float, ...]:
     """Times of ``n`` context frames ending at the reference time: ``−(n − 1)Δ, …, 0``."""
-    return tuple(float((i - n + 1) * interval_minutes) for i in range(n))
+    step = 1.0 if interval_minutes is None else float(interval_minutes)
+    return tuple((i - n + 1) * step for i in range(n))
 
 
-def format_minutes(minutes: float) -> str:
-    """``+5 min``, ``−60 min``, ``0 min``; hours from 3 h and days from 2 d (monthly data)."""
-    if minutes == 0:
-        return "0 min"
+def format_minutes(minutes: float, clock: bool = True) -> str:
+    """``+5 min``, ``−60 min``, ``0 min``; hours from 3 h, days from 2 d; ``t+1`` steps without a clock."""
     sign = "+" if minutes > 0 else "−"
     size = abs(minutes)
+    if not clock:
+        return "t0" if minutes == 0 else f"t{sign}{size:g}"
+    if minutes == 0:
+        return "0 min"
     if size < 180:
         return f"{sign}{size:g} min"
     if size < 2880:
@@ -88,19 +96,23 @@ def forecast_rows(
     truth: np.ndarray | None = None,
     context: np.ndarray | None = None,
     *,
-    interval_minutes: float = 5.0,
+    interval_minutes: float | None = 5.0,
     forecast_label: str = "forecast",
 ) -> list[PanelRow]:
-    """Rows ``context``, ``truth``, ``forecast`` (those given) from ``(T, H, W)`` sequences."""
+    """Rows ``context``, ``truth``, ``forecast`` (those given) from ``(T, H, W)`` sequences.
+
+    ``interval_minutes`` None labels frames by step (``t−1``, ``t0``, ``t+1``), e.g. monthly data.
+    """
+    clock = interval_minutes is not None
     rows = []
     if context is not None:
         frames = as_frames(context, "context")
-        rows.append(PanelRow("context", frames, context_minutes(len(frames), interval_minutes)))
+        rows.append(PanelRow("context", frames, context_minutes(len(frames), interval_minutes), clock))
     if truth is not None:
         frames = as_frames(truth, "truth")
-        rows.append(PanelRow("truth", frames, lead_minutes(len(frames), interval_minutes)))
+        rows.append(PanelRow("truth", frames, lead_minutes(len(frames), interval_minutes), clock))
     frames = as_frames(forecast, "forecast")
-    rows.append(PanelRow(forecast_label, frames, lead_minutes(len(frames), interval_minutes)))
+    rows.append(PanelRow(forecast_label, frames, lead_minutes(len(frames), interval_minutes), clock))
     return rows
 
 
@@ -131,7 +143,9 @@ def plot_rows(
     if colors is None:
         colors = continuous_colors(np.concatenate([r.frames.ravel() for r in rows]))
     n_rows, n_cols = len(rows), max(len(r.frames) for r in rows)
-    fig = new_figure(panel_inches * n_cols + 1.6, panel_inches * n_rows + (0.7 if title else 0.4))
+    height, width = rows[0].frames.shape[1:]
+    aspect = min(max(width / height, 0.5), 3.0)  # wide grids (ENSO 24 × 48) get wide panels
+    fig = new_figure(panel_inches * aspect * n_cols + 1.6, panel_inches * n_rows + (0.7 if title else 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.3})
     for r, row in enumerate(rows):
         for c, ax in enumerate(axes[r]):
@@ -142,7 +156,7 @@ def plot_rows(
                 continue
             frame = np.ma.masked_invalid(row.frames[c])
             ax.imshow(frame, cmap=colors.cmap, norm=colors.norm, interpolation="nearest")
-            ax.set_title(format_minutes(row.minutes[c]), fontsize=8)
+            ax.set_title(format_minutes(row.minutes[c], row.clock), fontsize=8)
         axes[r, 0].set_ylabel(row.label, fontsize=9)
     add_colorbar(fig, axes.ravel().tolist(), colors)
     if title:

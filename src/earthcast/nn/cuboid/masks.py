@@ -56,6 +56,7 @@ def _cuboid_view(grid: Tensor, cuboid_size: Sequence[int], strategy: Sequence[st
 
 
 @lru_cache(maxsize=256)
+@torch.inference_mode(False)  # cached tensors must stay usable by autograd
 def self_attention_mask(
     shape: tuple[int, int, int],
     cuboid_size: tuple[int, int, int],
@@ -88,6 +89,7 @@ def self_attention_mask(
 
 
 @lru_cache(maxsize=256)
+@torch.inference_mode(False)  # cached tensors must stay usable by autograd
 def cross_attention_mask(
     t_x: int,
     t_mem: int,

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 
 @lru_cache(maxsize=256)
+@torch.inference_mode(False)  # cached tensors must stay usable by autograd
 def relative_index(
     extent: tuple[int, int, int], q_cuboid: tuple[int, int, int], k_cuboid: tuple[int, int, int]
 ) -> Tensor:

@@ -1,0 +1,77 @@
+"""`earthcast score`: JSON keys and values equal a direct ``score_arrays`` call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from earthcast.metrics import score_arrays
+
+SEVIR_KEYS = {f"{s}@{t}" for s in ("csi", "pod", "sucr", "bias") for t in (16, 74, 133, 160, 181, 219)}
+
+
+def test_sevir_scores_match_score_arrays(cli, contexts: Path, targets: Path, tmp_path: Path):
+    out = tmp_path / "scores.json"
+    code, stdout, err = cli(
+        "score", "--pred", contexts, "--target", targets, "--metrics", "sevir", "--out", out, "--quiet"
+    )
+    assert code == 0, err
+    printed = json.loads(stdout)
+    assert SEVIR_KEYS | {"csi_m", "mse", "mae"} <= set(printed)
+    expected = score_arrays(np.load(contexts), np.load(targets), "sevir", "01", "0")
+    assert printed == pytest.approx(expected)
+    assert json.loads(out.read_text()) == printed
+
+
+def test_per_lead_mode_gives_lists(cli, contexts: Path, targets: Path):
+    code, stdout, err = cli(
+        "score", "--pred", contexts, "--target", targets, "--metrics", "sevir", "--mode", "1", "--quiet"
+    )
+    assert code == 0, err
+    scores = json.loads(stdout)
+    assert isinstance(scores["csi@74"], list) and len(scores["csi@74"]) == 4
+    expected = score_arrays(np.load(contexts), np.load(targets), "sevir", "01", "1")
+    np.testing.assert_allclose(scores["csi_m"], expected["csi_m"])
+
+
+def test_byte_scale_and_continuous(cli, contexts: Path, targets: Path, tmp_path: Path):
+    pred, target = np.load(contexts) * 255, np.load(targets) * 255
+    np.save(tmp_path / "p.npy", pred)
+    np.save(tmp_path / "t.npy", target)
+    code, stdout, _ = cli(
+        "score", "--pred", tmp_path / "p.npy", "--target", tmp_path / "t.npy", "--metrics", "continuous",
+        "--scale", "255", "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    scores = json.loads(stdout)
+    assert set(scores) == {"mse", "mae", "ssim"}
+    assert scores == pytest.approx(score_arrays(pred, target, "continuous", "255"))
+
+
+def test_enso_keys(cli, tmp_path: Path):
+    rng = np.random.default_rng(3)
+    sst = rng.random((6, 5, 24, 48), dtype=np.float32)
+    pred = sst + 0.05 * rng.standard_normal(sst.shape).astype(np.float32)
+    np.save(tmp_path / "p.npy", pred)
+    np.save(tmp_path / "t.npy", sst)
+    code, stdout, err = cli(
+        "score", "--pred", tmp_path / "p.npy", "--target", tmp_path / "t.npy", "--metrics", "enso", "--quiet"
+    )
+    assert code == 0, err
+    scores = json.loads(stdout)
+    assert {"c_nino34_m", "c_nino34_wm", "nino_rmse", "mse"} <= set(scores)
+    assert scores["mse"] == pytest.approx(score_arrays(pred, sst, "enso")["mse"])
+
+
+def test_netcdf_forecast_scores_with_its_variable(cli, tiny_ckpt: Path, contexts: Path, targets, tmp_path):
+    forecast = tmp_path / "forecast.nc"
+    assert cli("predict", "--ckpt", tiny_ckpt, "--input", contexts, "--output", forecast, "--quiet")[0] == 0
+    code, stdout, err = cli("score", "--pred", forecast, "--target", targets, "--metrics", "sevir", "--quiet")
+    assert code == 0, err
+    with xr.open_dataset(forecast) as ds:
+        pred = ds["vil"].values
+    assert json.loads(stdout) == pytest.approx(score_arrays(pred, np.load(targets), "sevir"))

@@ -1,0 +1,54 @@
+"""``earthcast fit`` and ``earthcast test`` (in-process; the subprocess paths are in test_resume/test_ddp)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from earthcast.cli import main
+from tests.training.conftest import tiny_overrides
+
+
+def _set(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+def test_print_config_shows_the_resolved_experiment(capsys):
+    assert main(["fit", "enso", "--print-config", "--set", "optim.lr=3e-4"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["optim"]["lr"] == 3e-4 and config["trainer"]["global_batch_size"] == 64
+    assert config["trainer"]["gradient_clip_val"] == 1.0  # defaults are shown too
+
+
+def test_help_lists_the_packaged_configs(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert (
+        "packaged configs: demo, enso, moving_mnist, nbody, radar, sevir, sevirlr" in capsys.readouterr().out
+    )
+
+
+def test_config_errors_are_one_line(capsys):
+    assert main(["fit", "nbody", "--set", "trainer.max_epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("earthcast fit: error: unknown key(s) trainer.max_epoch") and err.count("\n") == 1
+    assert main(["test", "nbody", "--model", "persistance"]) == 2
+    assert "neither a checkpoint file nor a registered model" in capsys.readouterr().err
+
+
+def test_fit_then_test_print_json(tmp_path, capsys):
+    overrides = _set(tiny_overrides("nbody", tmp_path))
+    assert main(["fit", "nbody", *overrides]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["last_ckpt"].endswith("checkpoints/last.ckpt") and "val/mse" in summary["metrics"]
+    assert main(["test", "nbody", "--ckpt", summary["best_ckpt"], *overrides]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["split"] == "test" and {"mse", "mae", "ssim", "loss"} == set(report["metrics"])
+    assert main(["test", "nbody", "--model", "persistence", "--split", "val", *overrides]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "persistence"
+    assert main(["test", "--ckpt", summary["last_ckpt"]]) == 0  # the experiment recorded in the checkpoint
+    assert json.loads(capsys.readouterr().out)["metrics"].keys() == report["metrics"].keys()
+    assert main(["test", "--model", "persistence"]) == 2
+    assert "give a CONFIG" in capsys.readouterr().err

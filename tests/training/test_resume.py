@@ -1,0 +1,120 @@
+"""A run killed with SIGKILL resumes from ``last.ckpt`` and continues exactly as if never stopped."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from earthcast.training import fit, load_config
+from earthcast.training.checkpoint import read_checkpoint
+from tests.training.conftest import run_cli
+
+EXPERIMENT = {
+    "name": "resume",
+    "model": "earthformer_nbody_tiny",
+    "model_overrides": {"enc_depth": [1, 1], "dec_depth": [1, 1]},  # dropout stays on: RNG must resume too
+    "data": {
+        "name": "nbody",
+        "in_len": 4,
+        "out_len": 4,
+        "batch_size": 2,
+        "num_workers": 0,
+        "synthesize": True,
+        "synthetic": {"size": 16, "seq_len": 8, "n_train": 24, "n_val": 4, "n_test": 2},
+    },
+    "trainer": {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "checkpoint_every_n_steps": 3,
+        "log_every_n_steps": 1,
+        "num_sanity_val_steps": 0,
+        "progress_bar": "none",
+        "early_stopping_patience": None,
+    },
+}
+
+
+def step_losses(run: Path) -> dict[int, float]:
+    """``{global step: training loss}`` from every CSV log version of a run."""
+    losses = {}
+    for path in sorted((run / "logs").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss_step"):
+                    losses[int(row["step"])] = float(row["train/loss_step"])
+    return losses
+
+
+def start_fit(config: Path, out: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "earthcast.cli", "fit", str(config), "--out", str(out)]
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def kill_after_first_checkpoint(proc: subprocess.Popen, last: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not last.is_file():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before writing a checkpoint:\n{proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("no checkpoint appeared in time")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    config = tmp_path / "exp.yaml"
+    EXPERIMENT["data"]["root"] = str(tmp_path / "data")
+    config.write_text(yaml.safe_dump(EXPERIMENT))
+
+    fit(load_config(config), out_dir=tmp_path / "full")  # the uninterrupted reference, in this process
+    reference = step_losses(tmp_path / "full")
+    assert sorted(reference) == list(range(24))
+
+    run = tmp_path / "killed"
+    last = run / "checkpoints" / "last.ckpt"
+    proc = start_fit(config, run, tmp_path)
+    kill_after_first_checkpoint(proc, last)
+    assert proc.returncode == -signal.SIGKILL
+    stopped_at = read_checkpoint(last)["global_step"]
+    assert 0 < stopped_at < 24, "the run should have been killed mid-training"
+
+    resumed = run_cli(["fit", str(config), "--out", str(run), "--resume", "auto"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    versions = sorted((run / "logs").glob("version_*/metrics.csv"))
+    after = step_losses(run)
+    continued = {s: v for s, v in after.items() if s >= stopped_at}
+    assert min(continued) == stopped_at and max(continued) == 23  # no step repeated, none skipped
+    torch.testing.assert_close(
+        torch.tensor([continued[s] for s in sorted(continued)], dtype=torch.float64),
+        torch.tensor([reference[s] for s in sorted(continued)], dtype=torch.float64),
+        rtol=0,
+        atol=1e-6,
+    )
+    assert len(versions) >= 1
+    final = read_checkpoint(last)
+    assert final["global_step"] == 24
+
+
+def test_a_new_run_refuses_an_existing_run_directory(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    config = load_config("demo")
+    with pytest.raises(ValueError, match=r"already holds a run.*--resume auto"):
+        fit(config, out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"cannot resume: checkpoint '.*missing.ckpt' does not exist"):
+        fit(config, resume=tmp_path / "missing.ckpt", out_dir=tmp_path)
