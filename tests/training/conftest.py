@@ -69,7 +69,11 @@ TINY: dict[str, list[str]] = {
         "data.stride=2",
         "data.synthetic={n_times: 60, size: 16}",
     ],
-    "demo": ["data.synthetic={size: 16, seq_len: 8, n_train: 4, n_val: 2, n_test: 2}"],
+    "demo": [
+        "data.synthetic={size: 16, seq_len: 10, n_train: 4, n_val: 2, n_test: 2}",
+        "model_overrides={input_shape: [5, 16, 16, 1], target_shape: [5, 16, 16, 1], base_units: 16,"
+        " enc_depth: [1, 1], dec_depth: [1, 1]}",
+    ],
 }
 """Per packaged config: a tiny model preset and tiny synthetic data."""
 
