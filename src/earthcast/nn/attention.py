@@ -38,8 +38,9 @@ from earthcast.nn.dropout import drop_mask, new_seed, quantised
 Backend = Literal["auto", "sdpa", "eager"]
 BACKENDS = ("auto", "sdpa", "eager")
 # On CPU, SDPA's fused kernel pays a fixed cost per (batch, head) problem and loses to the explicit
-# computation for the many tiny problems of cuboid attention (axial cuboids hold 10-40 tokens);
-# measured crossover on a 2-core CPU: ~128 keys (benchmarks/attention_kernels.py).
+# computation for the many small problems of cuboid attention (measured on 2 cores: explicit faster
+# up to 512 keys, `benchmarks/attention_scaling.py`). The explicit kernel keeps the V×V
+# probabilities for backward, so above 128 keys SDPA is used for its memory, not its speed.
 CPU_SDPA_MIN_KEYS = 128
 
 
