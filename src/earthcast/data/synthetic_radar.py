@@ -10,7 +10,6 @@ and a corner outside the "radar domain" is NaN, as in real composites. Offline, 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from einops import rearrange
 from earthcast.data.radar import UNITS, rain_transform
 from earthcast.data.sevir.constants import vil_to_kg_m2
 from earthcast.data.sevir.synth import storm_event
+from earthcast.utils.io import atomic_path
 
 TIMESTEP_MINUTES = 5
 """Minutes between frames of the synthetic composite."""
@@ -77,17 +77,9 @@ def write_synthetic_radar(
     """Write :func:`synthetic_radar` to ``out`` (NetCDF if it ends in ``.nc``, else Zarr), atomically."""
     out = Path(out)
     ds = synthetic_radar(n_times, size, seed, threshold)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out, directory=out.suffix != ".nc") as tmp:
         if out.suffix == ".nc":
             ds.to_netcdf(tmp)
         else:
             ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        elif tmp.exists():
-            tmp.unlink()
     return out

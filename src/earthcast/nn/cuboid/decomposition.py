@@ -144,18 +144,19 @@ def decompose(x: Tensor, cuboid_size: Sequence[int], strategy: Sequence[str]) ->
 
 def merge(x: Tensor, cuboid_size: Sequence[int], strategy: Sequence[str], grid: Sequence[int]) -> Tensor:
     """Inverse of :func:`decompose`: ``(B, n, v, C)`` → ``(B, T, H, W, C)`` for the padded ``grid``."""
-    bt, bh, bw = cuboid_size
-    t, h, w = grid
     return rearrange(
         x,
         f"b (nt nh nw) (bt bh bw) c -> b {_grid_pattern(strategy)} c",
-        nt=t // bt,
-        nh=h // bh,
-        nw=w // bw,
-        bt=bt,
-        bh=bh,
-        bw=bw,
+        **_axis_sizes(cuboid_size, grid),
     )
+
+
+def _axis_sizes(cuboid_size: Sequence[int], grid: Sequence[int]) -> dict[str, int]:
+    """einops sizes of the cuboid extents ``b*`` and cuboid counts ``n*`` per axis."""
+    sizes = {}
+    for axis, extent, length in zip(_AXES, cuboid_size, grid):
+        sizes[f"b{axis}"], sizes[f"n{axis}"] = extent, length // extent
+    return sizes
 
 
 def to_cuboid_heads(
@@ -184,15 +185,8 @@ def from_cuboid_heads(
 
     ``(B, n, heads, v, d)`` → ``(B, T, H, W, heads·d)`` for the padded ``grid``.
     """
-    bt, bh, bw = cuboid_size
-    t, h, w = grid
     return rearrange(
         x,
         f"b (nt nh nw) h (bt bh bw) d -> b {_grid_pattern(strategy)} (h d)",
-        nt=t // bt,
-        nh=h // bh,
-        nw=w // bw,
-        bt=bt,
-        bh=bh,
-        bw=bw,
+        **_axis_sizes(cuboid_size, grid),
     )
