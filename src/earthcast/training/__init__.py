@@ -9,14 +9,28 @@ Public entry points:
 * ``load_forecaster(path)`` → ``(network, data_contract)`` for inference without Lightning.
 """
 
-from earthcast.training.checkpoint import load_forecaster as load_forecaster
-from earthcast.training.config import DataConfig as DataConfig
-from earthcast.training.config import ExperimentConfig as ExperimentConfig
-from earthcast.training.config import OptimConfig as OptimConfig
-from earthcast.training.config import TrainerConfig as TrainerConfig
-from earthcast.training.config import list_configs as list_configs
-from earthcast.training.config import load_config as load_config
-from earthcast.training.forecast_module import ForecastSystem as ForecastSystem
-from earthcast.training.runner import FitResult as FitResult
-from earthcast.training.runner import evaluate as evaluate
-from earthcast.training.runner import fit as fit
+import importlib
+from typing import Any
+
+# Exports resolve lazily (PEP 562): importing ``earthcast.training.config`` (e.g. for ``--help``)
+# must not pay for importing Lightning.
+_EXPORTS = {
+    "load_forecaster": "checkpoint",
+    "DataConfig": "config",
+    "ExperimentConfig": "config",
+    "OptimConfig": "config",
+    "TrainerConfig": "config",
+    "list_configs": "config",
+    "load_config": "config",
+    "ForecastSystem": "forecast_module",
+    "FitResult": "runner",
+    "evaluate": "runner",
+    "fit": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'earthcast.training' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"earthcast.training.{_EXPORTS[name]}"), name)
