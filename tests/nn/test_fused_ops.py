@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from earthcast.nn.attention import _DropoutMatmul
-from earthcast.nn.dropout import Dropout, keep_mask, quantised
+from earthcast.nn.dropout import Dropout, drop_mask, quantised
 from earthcast.nn.mlp import PositionwiseFFN, _FusedPreNormMLP
 from earthcast.nn.resample import Upsample2D, _NearestUpConv
 
@@ -45,7 +45,7 @@ def test_fused_ffn_equals_plain_with_the_same_dropout_masks():
     ffn = PositionwiseFFN(8, 32, dropout=0.3, activation="gelu").double()
     x = torch.randn(20, 8, dtype=torch.float64)
     seed, p = 1234, 0.3
-    drop1, drop2 = ~keep_mask((20, 32), p, seed, x.device), ~keep_mask((20, 8), p, seed + 1, x.device)
+    drop1, drop2 = drop_mask((20, 32), p, seed, x.device), drop_mask((20, 8), p, seed + 1, x.device)
     scale = quantised(p)[1]
 
     def fused(t):

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from earthcast.nn.dropout import keep_mask, new_seed, quantised
+from earthcast.nn.dropout import drop_mask, new_seed, quantised
 
 Backend = Literal["auto", "sdpa", "eager"]
 BACKENDS = ("auto", "sdpa", "eager")
@@ -148,15 +148,15 @@ class _DropoutMatmul(torch.autograd.Function):
     def forward(ctx, probs: Tensor, v: Tensor, p: float, seed: int) -> Tensor:
         ctx.save_for_backward(probs, v)
         ctx.p, ctx.seed, ctx.scale = p, seed, quantised(p)[1]
-        dropped = probs * keep_mask(probs.shape, p, seed, probs.device)
+        dropped = probs.masked_fill(drop_mask(probs.shape, p, seed, probs.device), 0.0)
         return torch.matmul(dropped, v).mul_(ctx.scale)  # rescale the (smaller) output
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         probs, v = ctx.saved_tensors
-        keep = keep_mask(probs.shape, ctx.p, ctx.seed, probs.device)
-        g_v = torch.matmul((probs * keep).transpose(-2, -1), grad).mul_(ctx.scale)
-        g_probs = torch.matmul(grad, v.transpose(-2, -1)).mul_(keep).mul_(ctx.scale)
+        drop = drop_mask(probs.shape, ctx.p, ctx.seed, probs.device)
+        g_v = torch.matmul(probs.masked_fill(drop, 0.0).transpose(-2, -1), grad).mul_(ctx.scale)
+        g_probs = torch.matmul(grad, v.transpose(-2, -1)).masked_fill_(drop, 0.0).mul_(ctx.scale)
         return g_probs, _unbroadcast(g_v, v.shape), None, None
 
 

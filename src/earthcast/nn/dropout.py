@@ -27,11 +27,8 @@ def quantised(p: float) -> tuple[int, float]:
     return drop, 1.0 / (1.0 - drop / 65536)
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int, device: torch.device) -> Tensor:
-    """Boolean mask of ``shape``, True where an element is kept (P = 1 − p quantised), from ``seed``.
-
-    Applied as ``x.mul_(keep)``, which is ~2.5× faster on CPU than ``masked_fill_``.
-    """
+def drop_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int, device: torch.device) -> Tensor:
+    """Boolean mask of ``shape``, True where an element is dropped (P = p quantised), from ``seed``."""
     n = int(np.prod(shape)) if len(shape) else 1
     words = (n + _LANES - 1) // _LANES
     if torch.device(device).type == "cpu":
@@ -41,7 +38,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int, device: 
         gen = torch.Generator(device=device).manual_seed(seed)
         raw = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, device=device, generator=gen)
         lanes = raw.view(torch.int16)
-    return (lanes[:n] >= -32768 + quantised(p)[0]).view(shape)
+    return (lanes[:n] < -32768 + quantised(p)[0]).view(shape)
 
 
 def new_seed() -> int:
@@ -52,18 +49,18 @@ def new_seed() -> int:
 class _SeededDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p: float, seed: int, inplace: bool) -> Tensor:
-        keep = keep_mask(x.shape, p, seed, x.device)
+        drop = drop_mask(x.shape, p, seed, x.device)
         scale = quantised(p)[1]
         ctx.p, ctx.seed, ctx.scale = p, seed, scale
         if inplace:
             ctx.mark_dirty(x)
-            return x.mul_(keep).mul_(scale)
-        return (x * keep).mul_(scale)
+            return x.masked_fill_(drop, 0.0).mul_(scale)
+        return x.masked_fill(drop, 0.0).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        keep = keep_mask(grad.shape, ctx.p, ctx.seed, grad.device)
-        return (grad * keep).mul_(ctx.scale), None, None, None
+        drop = drop_mask(grad.shape, ctx.p, ctx.seed, grad.device)
+        return grad.masked_fill(drop, 0.0).mul_(ctx.scale), None, None, None
 
 
 def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:
