@@ -12,6 +12,7 @@ that a previous run made, except the report files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -42,18 +43,18 @@ def run_demo(
     out_dir: str | Path = "runs/demo", quick: bool = False, overrides: tuple[str, ...] = ()
 ) -> DemoResult:
     """Run the demo; returns the metrics of both forecasters and whether Earthformer won on MSE."""
-    from earthcast.training import evaluate, fit, load_config
+    from earthcast.training import evaluate, fit, load_config, load_forecaster
 
     out = Path(out_dir)
     config = load_config("demo", [*(QUICK_OVERRIDES if quick else ()), *overrides])
-    config = config.replace(trainer=_replace(config.trainer, out_dir=str(out)))
+    config = config.replace(trainer=dataclasses.replace(config.trainer, out_dir=str(out)))
     started = time.perf_counter()
     result = fit(config, resume="auto", out_dir=out)
     train_s = time.perf_counter() - started
     ckpt = result.best_ckpt or result.last_ckpt
     baseline = config.replace(model="persistence", model_overrides={})  # shapes follow the data
     scores = {"earthformer": evaluate(ckpt, config), "persistence": evaluate("persistence", baseline)}
-    model, contract = _load(ckpt)
+    model, _ = load_forecaster(ckpt)
     params = {"earthformer": sum(p.numel() for p in model.parameters()), "persistence": 0}
     beats = scores["earthformer"]["mse"] < scores["persistence"]["mse"]
     summary = {
@@ -66,20 +67,8 @@ def run_demo(
     }
     _write_json(out / "metrics.json", summary)
     _write_report(out / "report.md", summary, config.model)
-    _plot_example(out, model, contract, config)
+    _plot_example(out, model, config)
     return DemoResult(out, scores, beats)
-
-
-def _replace(dc, **changes):
-    import dataclasses
-
-    return dataclasses.replace(dc, **changes)
-
-
-def _load(ckpt: Path):
-    from earthcast.training import load_forecaster
-
-    return load_forecaster(ckpt)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -127,7 +116,7 @@ def _write_report(path: Path, summary: dict[str, Any], model_name: str) -> None:
         tmp.write_text(text)
 
 
-def _plot_example(out: Path, model: torch.nn.Module, contract: dict[str, Any], config) -> None:
+def _plot_example(out: Path, model: torch.nn.Module, config) -> None:
     from earthcast.data.datamodule import ForecastDataModule
     from earthcast.training.runner import resolve_data
     from earthcast.viz.animate import animate_forecast

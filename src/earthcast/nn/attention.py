@@ -128,7 +128,7 @@ def _eager(
     blocks = [qb @ kb.transpose(-2, -1) for qb, kb in zip(query_blocks, key_blocks)]
     logits = (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)).mul_(scale)
     if bias is not None:
-        logits = logits.add_(bias) if _broadcasts(bias, logits) else logits + bias
+        logits = logits.add_(bias)
     if allowed is not None:
         logits = logits.masked_fill_(~allowed, mask_value(logits.dtype))
     probs = torch.softmax(logits, dim=-1)
@@ -158,11 +158,6 @@ class _DropoutMatmul(torch.autograd.Function):
         g_v = torch.matmul(probs.masked_fill(drop, 0.0).transpose(-2, -1), grad).mul_(ctx.scale)
         g_probs = torch.matmul(grad, v.transpose(-2, -1)).masked_fill_(drop, 0.0).mul_(ctx.scale)
         return g_probs, _unbroadcast(g_v, v.shape), None, None
-
-
-def _broadcasts(small: Tensor, big: Tensor) -> bool:
-    """Whether ``small`` broadcasts to ``big``'s shape without changing it (in-place add allowed)."""
-    return torch.broadcast_shapes(small.shape, big.shape) == big.shape
 
 
 def _unbroadcast(grad: Tensor, shape: torch.Size) -> Tensor:

@@ -25,11 +25,7 @@ class Earthformer(nn.Module):
 
     def __init__(self, config: EarthformerConfig | None = None, **overrides) -> None:
         super().__init__()
-        cfg = (
-            (config or EarthformerConfig()).replace(**overrides)
-            if overrides
-            else (config or EarthformerConfig())
-        )
+        cfg = (config or EarthformerConfig()).replace(**overrides)
         self.config = cfg
         t_in, _, _, _ = cfg.input_shape
         t_out, _, _, c_out = cfg.target_shape
