@@ -4,7 +4,8 @@ Every entry is a factory taking keyword overrides and returning an ``nn.Module``
 ``Forecaster`` contract ``(B, T_in, H, W, C) → (B, T_out, H, W, C)``. Third-party packages add
 models through the ``earthcast.models`` entry-point group.
 
-Built-ins: the Earthformer presets (``earthformer_*``) and ``persistence``. A factory may carry a
+Built-ins: the Earthformer presets (``earthformer_*``), ``persistence`` and the learned baselines
+``<model>_<preset>`` of ``baselines/catalog.py`` (``unet_sevir``, ``predrnn_tiny``, …). A factory may carry a
 ``contract_fields`` mapping ``{config field: data-contract key}``; training and evaluation fill
 those fields from the data unless they are overridden (persistence takes ``out_len`` and
 ``channels_out`` from the data it is scored on).
@@ -42,12 +43,29 @@ def persistence(**overrides: Any) -> nn.Module:
 persistence.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
 
 
+def _baseline_factory(key: str, preset: str):
+    from earthcast.models.baselines._base import CONTRACT_FIELDS
+
+    def build(**overrides: Any) -> nn.Module:
+        from earthcast.models.baselines.catalog import build_baseline
+
+        return build_baseline(key, preset, **overrides)
+
+    build.__doc__ = f"{key} baseline, '{preset}' preset (shapes follow the data)."
+    build.contract_fields = dict(CONTRACT_FIELDS)
+    return build
+
+
 def _register_builtins() -> None:
+    from earthcast.models.baselines.catalog import BASELINES, PRESET_NAMES
     from earthcast.models.earthformer.presets import PRESETS
 
     for name in PRESETS:
         MODELS.add(name, _earthformer_factory(name))
     MODELS.add("persistence", persistence)
+    for key in BASELINES:
+        for preset in PRESET_NAMES:
+            MODELS.add(f"{key}_{preset}", _baseline_factory(key, preset))
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

@@ -10,7 +10,9 @@ The network is a plain ``nn.Module`` injected into the system (or built from ``m
 2. per-data-set validation/test metrics and the selection metric (``training/scoring.py``);
 3. AdamW + warm-up/cosine from ``training/optim.py``, stepped per optimiser step;
 4. an optional EMA of the weights (``training/ema.py``), used for validation, test and predict;
-5. the checkpoint contract (``training/checkpoint.py``): model name and overrides, resolved
+5. teacher forcing for recurrent networks (``net.accepts_targets``): in training they get
+   ``net(inputs, targets=targets, step=global_step)`` (see ``models/baselines/_base.py``);
+6. the checkpoint contract (``training/checkpoint.py``): model name and overrides, resolved
    model config, data contract, package version, experiment; and the random-number states of
    every rank, so that a resumed run continues bit-for-bit where the checkpoint was taken.
 
@@ -175,7 +177,11 @@ class ForecastSystem(L.LightningModule):
     def _common_step(self, batch: dict[str, Any], stage: str) -> Tensor:
         inputs, targets = batch["inputs"], batch["targets"]  # (B, T_in, H, W, C_in), (B, T_out, H, W, C_out)
         net = self.net if stage == "train" else self.forecaster
-        pred = net(torch.nan_to_num(inputs))  # (B, T_out, H, W, C_out)
+        if stage == "train" and getattr(net, "accepts_targets", False):
+            # recurrent baselines: teacher forcing / scheduled sampling needs the truth and the step
+            pred = net(torch.nan_to_num(inputs), targets=torch.nan_to_num(targets), step=self.global_step)
+        else:
+            pred = net(torch.nan_to_num(inputs))  # (B, T_out, H, W, C_out)
         loss = masked_mse(pred, targets)
         on_step = stage == "train"
         self.log(
