@@ -21,13 +21,19 @@ def test_every_baseline_preset_is_registered():
 @pytest.mark.parametrize("key", KEYS)
 def test_tiny_forward_backward_every_parameter_gets_a_gradient(key):
     torch.manual_seed(0)
-    model = create_model(f"{key}_tiny", in_len=4, out_len=3, height=16, width=16, channels_in=2, channels_out=1)
+    model = create_model(
+        f"{key}_tiny", in_len=4, out_len=3, height=16, width=16, channels_in=2, channels_out=1
+    )
     x = torch.randn(2, 4, 16, 16, 2)
     y = model(x)
     assert y.shape == (2, 3, 16, 16, 1)
     assert torch.isfinite(y).all()
     y.square().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not missing, f"{key}: parameters without gradient: {missing}"
 
 

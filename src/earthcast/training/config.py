@@ -17,6 +17,7 @@ their dotted path. Recipes follow SPEC §2.8 (AdamW, warm-up + cosine, clip 1.0,
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class TrainerConfig:
     Attributes:
         max_epochs: epochs to train (-1 with ``max_steps`` set: stop on steps only).
         max_steps: optimiser steps to train (-1: no limit).
+        max_time: wall-clock limit of training, ``"DD:HH:MM:SS"`` (``None``: none); the run stops
+            cleanly and writes ``last.ckpt`` when it is reached.
         precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"`` or ``"64"``.
         accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``, …; devices: count, list or ``"auto"``.
         strategy: ``"auto"``, ``"ddp"``, ``"fsdp"`` or ``"ddp_spawn"``; num_nodes: machines.
@@ -101,6 +104,7 @@ class TrainerConfig:
 
     max_epochs: int = 100
     max_steps: int = -1
+    max_time: str | None = None
     precision: Precision = "32"
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
@@ -130,6 +134,10 @@ class TrainerConfig:
             self.max_epochs >= -1 and self.max_steps >= -1, "trainer: max_epochs and max_steps must be >= -1"
         )
         _require(self.max_epochs != -1 or self.max_steps > 0, "trainer: max_epochs=-1 needs max_steps > 0")
+        _require(
+            self.max_time is None or re.fullmatch(r"\d+:\d{2}:\d{2}:\d{2}", str(self.max_time)) is not None,
+            f"trainer.max_time={self.max_time!r} must read DD:HH:MM:SS, e.g. '00:00:15:00' for 15 minutes",
+        )
         _require(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1")
         _require(
             self.global_batch_size is None or self.accumulate_grad_batches == 1,

@@ -11,7 +11,9 @@ The network is a plain ``nn.Module`` injected into the system (or built from ``m
 3. AdamW + warm-up/cosine from ``training/optim.py``, stepped per optimiser step;
 4. an optional EMA of the weights (``training/ema.py``), used for validation, test and predict;
 5. teacher forcing for recurrent networks (``net.accepts_targets``): in training they get
-   ``net(inputs, targets=targets, step=global_step)`` (see ``models/baselines/_base.py``);
+   ``net(inputs, targets=targets, step=global_step)`` (see ``models/baselines/_base.py``), and a
+   network's ``auxiliary_loss()`` (e.g. PhyDNet's moment constraint) is added to the training loss;
+   ensemble outputs ``(B, S, T_out, H, W, C_out)`` are scored through their mean;
 6. the checkpoint contract (``training/checkpoint.py``): model name and overrides, resolved
    model config, data contract, package version, experiment; and the random-number states of
    every rank, so that a resumed run continues bit-for-bit where the checkpoint was taken.
@@ -181,8 +183,15 @@ class ForecastSystem(L.LightningModule):
             # recurrent baselines: teacher forcing / scheduled sampling needs the truth and the step
             pred = net(torch.nan_to_num(inputs), targets=torch.nan_to_num(targets), step=self.global_step)
         else:
-            pred = net(torch.nan_to_num(inputs))  # (B, T_out, H, W, C_out)
+            pred = net(torch.nan_to_num(inputs))  # (B, T_out, H, W, C_out) or (B, S, T_out, H, W, C_out)
+        if pred.ndim == 6:  # ensemble forecasters (e.g. STEPS): deterministic scores of the mean
+            pred = pred.mean(dim=1)  # (B, T_out, H, W, C_out)
         loss = masked_mse(pred, targets)
+        if stage == "train" and hasattr(net, "auxiliary_loss"):
+            # physics terms of a network (PhyDNet's moment constraint) join the objective
+            auxiliary = net.auxiliary_loss()
+            self.log("train/aux_loss", auxiliary, on_step=True, on_epoch=True, batch_size=len(inputs))
+            loss = loss + auxiliary
         on_step = stage == "train"
         self.log(
             f"{stage}/loss",

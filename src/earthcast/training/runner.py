@@ -202,6 +202,7 @@ def build_trainer(
         precision=cfg.precision,
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps,
+        max_time=cfg.max_time,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.gradient_clip_val,
         val_check_interval=cfg.val_check_interval,

@@ -101,8 +101,9 @@ class BaselineForecaster(nn.Module):
         c = self.config
         expected = (c.in_len, c.height, c.width, c.channels_in)
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
+            shape = ", ".join(map(str, expected))
             raise ValueError(
-                f"{type(self).__name__} expects inputs (B, T_in, H, W, C_in) = (B, {', '.join(map(str, expected))}), "
+                f"{type(self).__name__} expects inputs (B, T_in, H, W, C_in) = (B, {shape}), "
                 f"got {tuple(x.shape)}; build it with in_len/height/width/channels_in of your data"
             )
 
@@ -110,8 +111,9 @@ class BaselineForecaster(nn.Module):
         c = self.config
         expected = (c.out_len, c.height, c.width, c.channels_out)
         if targets is not None and (targets.ndim != 5 or tuple(targets.shape[1:]) != expected):
+            shape = ", ".join(map(str, expected))
             raise ValueError(
-                f"{type(self).__name__} expects targets (B, {', '.join(map(str, expected))}), got {tuple(targets.shape)}"
+                f"{type(self).__name__} expects targets (B, {shape}), got {tuple(targets.shape)}."
             )
 
 

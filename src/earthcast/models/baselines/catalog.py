@@ -35,8 +35,22 @@ PRESET_NAMES: tuple[str, ...] = ("sevir", "enso", "small", "tiny")
 
 #: Parameters (millions) in the seed's tables, which the ``sevir`` / ``enso`` presets match.
 PAPER_PARAMS_M: dict[str, dict[str, float]] = {
-    "sevir": {"unet": 16.6, "convlstm": 14.0, "predrnn": 46.6, "phydnet": 13.7, "e3d_lstm": 35.6, "rainformer": 184.0},
-    "enso": {"unet": 12.1, "convlstm": 14.0, "predrnn": 23.8, "phydnet": 3.1, "e3d_lstm": 12.9, "rainformer": 19.2},
+    "sevir": {
+        "unet": 16.6,
+        "convlstm": 14.0,
+        "predrnn": 46.6,
+        "phydnet": 13.7,
+        "e3d_lstm": 35.6,
+        "rainformer": 184.0,
+    },
+    "enso": {
+        "unet": 12.1,
+        "convlstm": 14.0,
+        "predrnn": 23.8,
+        "phydnet": 3.1,
+        "e3d_lstm": 12.9,
+        "rainformer": 19.2,
+    },
 }
 
 

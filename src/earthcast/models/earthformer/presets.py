@@ -121,6 +121,57 @@ def earthformer_enso_tiny() -> EarthformerConfig:
     return earthformer_enso().replace(input_shape=(5, 12, 24, 1), target_shape=(6, 12, 24, 1), base_units=16)
 
 
+@_preset
+def earthformer_small() -> EarthformerConfig:
+    """CPU-sized Earthformer for the reduced benchmarks (10 → 10 at 32², ~1 M parameters).
+
+    Two levels of one block each, width 48, 4 global vectors with global self-attention: the
+    architecture of the SEVIR table's Earthformer at a size that trains in minutes on a laptop.
+    """
+    return EarthformerConfig(
+        input_shape=(10, 32, 32, 1),
+        target_shape=(10, 32, 32, 1),
+        base_units=48,
+        enc_depth=(1, 1),
+        dec_depth=(1, 1),
+        num_global_vectors=4,
+        use_global_self_attn=True,
+        separate_global_qkv=True,
+        pos_embed_type="t+h+w",
+    )
+
+
+def _without_globals(config: EarthformerConfig) -> EarthformerConfig:
+    """The "Earthformer w/o global" ablation of the SEVIR / ICAR-ENSO tables: P = 0."""
+    return config.replace(num_global_vectors=0, use_global_self_attn=False, separate_global_qkv=False)
+
+
+@_preset
+def earthformer_noglobal_sevir() -> EarthformerConfig:
+    """``earthformer_sevir`` without global vectors (the SEVIR table's ablation row)."""
+    return _without_globals(earthformer_sevir())
+
+
+@_preset
+def earthformer_noglobal_small() -> EarthformerConfig:
+    """``earthformer_small`` without global vectors."""
+    return _without_globals(earthformer_small())
+
+
+@_preset
+def earthformer_tiny() -> EarthformerConfig:
+    """``earthformer_small`` at toy sizes (with its global vectors), for tests and smoke runs."""
+    return earthformer_small().replace(
+        input_shape=(4, 16, 16, 1), target_shape=(4, 16, 16, 1), base_units=16, num_global_vectors=2
+    )
+
+
+@_preset
+def earthformer_noglobal_tiny() -> EarthformerConfig:
+    """``earthformer_tiny`` without global vectors."""
+    return _without_globals(earthformer_tiny())
+
+
 def get_preset(name: str) -> EarthformerConfig:
     """Config of preset ``name`` (ValueError listing the presets if unknown)."""
     key = name.lower()

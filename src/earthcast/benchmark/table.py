@@ -1,0 +1,147 @@
+"""The benchmark table: columns of the seed's tables per data set, Markdown + CSV, and a plot.
+
+==========================  =====================================================
+data set                    metric columns (test split)
+==========================  =====================================================
+``sevir``, ``sevirlr``      CSI-M, CSI-219, CSI-181 (↑), MSE ×1e-3 (↓)
+``enso``                    C-Nino3.4-M, C-Nino3.4-WM (↑), MSE ×1e-4 (↓)
+``nbody``, ``moving_mnist`` MSE, MAE (per-frame sums, ↓), SSIM (↑)
+anything else               MSE, MAE (pixel means, ↓)
+==========================  =====================================================
+
+Every table also lists parameters (M), forward GFLOPs per sample, training time and steps, and
+the status (``ok`` or the failure message), so one failing model shows as a row, not a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One metric column: logged key, header, multiplier for display, and which direction is better."""
+
+    key: str
+    header: str
+    factor: float = 1.0
+    higher_is_better: bool = False
+
+
+_SEVIR = (
+    MetricColumn("csi_m", "CSI-M", higher_is_better=True),
+    MetricColumn("csi@219", "CSI-219", higher_is_better=True),
+    MetricColumn("csi@181", "CSI-181", higher_is_better=True),
+    MetricColumn("mse", "MSE (×1e-3)", factor=1e3),
+)
+_ENSO = (
+    MetricColumn("c_nino34_m", "C-Nino3.4-M", higher_is_better=True),
+    MetricColumn("c_nino34_wm", "C-Nino3.4-WM", higher_is_better=True),
+    MetricColumn("mse", "MSE (×1e-4)", factor=1e4),
+)
+_DIGITS = (
+    MetricColumn("mse", "MSE"),
+    MetricColumn("mae", "MAE"),
+    MetricColumn("ssim", "SSIM", higher_is_better=True),
+)
+_GENERIC = (MetricColumn("mse", "MSE"), MetricColumn("mae", "MAE"))
+
+COLUMNS: dict[str, tuple[MetricColumn, ...]] = {
+    "sevir": _SEVIR,
+    "sevirlr": _SEVIR,
+    "enso": _ENSO,
+    "nbody": _DIGITS,
+    "moving_mnist": _DIGITS,
+}
+
+
+def metric_columns(dataset: str) -> tuple[MetricColumn, ...]:
+    return COLUMNS.get(dataset, _GENERIC)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def table_rows(results: Sequence[dict[str, Any]], dataset: str) -> tuple[list[str], list[list[str]]]:
+    """Header and display rows (results in benchmark order)."""
+    columns = metric_columns(dataset)
+    header = ["model", "network", "params (M)", "GFLOPs", "train time (s)", "steps"]
+    header += [c.header for c in columns] + ["status"]
+    rows = []
+    for r in results:
+        metrics = r.get("metrics") or {}
+        row = [r["model"], r.get("network", "–"), _fmt(r.get("params_m"), 3), _fmt(r.get("gflops"), 3)]
+        row += [_fmt(r.get("train_time_s"), 4), _fmt(r.get("steps"))]
+        row += [_fmt(metrics[c.key] * c.factor if c.key in metrics else None) for c in columns]
+        row.append(r.get("status", "–"))
+        rows.append(row)
+    return header, rows
+
+
+def write_tables(results: Sequence[dict[str, Any]], dataset: str, out: Path, title: str) -> tuple[Path, Path]:
+    """``table.md`` (Markdown with a title line) and ``table.csv`` (raw numbers) in ``out``."""
+    header, rows = table_rows(results, dataset)
+    md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    md_path = out / "table.md"
+    md_path.write_text("\n".join(md) + "\n")
+    csv_path = out / "table.csv"
+    columns = metric_columns(dataset)
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["model", "network", "params_m", "gflops", "train_time_s", "steps"]
+            + [c.key for c in columns]
+            + ["status"]
+        )
+        for r in results:
+            metrics = r.get("metrics") or {}
+            base = [
+                r["model"],
+                r.get("network"),
+                r.get("params_m"),
+                r.get("gflops"),
+                r.get("train_time_s"),
+                r.get("steps"),
+            ]
+            writer.writerow(base + [metrics.get(c.key) for c in columns] + [r.get("status")])
+    return md_path, csv_path
+
+
+def plot_results(results: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path | None:
+    """Bar chart per metric column (best bar highlighted); ``None`` when no model finished."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in results if r.get("status") == "ok" and r.get("metrics")]
+    columns = [c for c in metric_columns(dataset) if any(c.key in r["metrics"] for r in done)]
+    if not done or not columns:
+        return None
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns) + 1, 3.6), squeeze=False)
+    names = [r["model"] for r in done]
+    for ax, column in zip(axes[0], columns, strict=True):
+        values = [r["metrics"].get(column.key, math.nan) * column.factor for r in done]
+        finite = [v for v in values if not math.isnan(v)]
+        best = (max if column.higher_is_better else min)(finite) if finite else None
+        colours = ["tab:orange" if v == best else "tab:blue" for v in values]
+        ax.bar(range(len(values)), values, color=colours)
+        ax.set_xticks(range(len(values)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"{column.header} {'↑' if column.higher_is_better else '↓'}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"earthcast benchmark — {dataset} (test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
