@@ -43,6 +43,30 @@ def persistence(**overrides: Any) -> nn.Module:
 persistence.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
 
 
+def pysteps_extrapolation(**overrides: Any) -> nn.Module:
+    """Lucas-Kanade + semi-Lagrangian extrapolation through pysteps (extra ``earthcast[pysteps]``)."""
+    from earthcast.models.classical import LKExtrapolation
+    from earthcast.models.classical._common import import_pysteps
+
+    import_pysteps()  # fail here, with the install hint, rather than on the first forward
+    return LKExtrapolation(**overrides)
+
+
+pysteps_extrapolation.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
+
+
+def pysteps_steps(**overrides: Any) -> nn.Module:
+    """STEPS ensemble ``(B, S, T, H, W, C)`` through pysteps (extra ``earthcast[pysteps]``)."""
+    from earthcast.models.classical import STEPSNowcast
+    from earthcast.models.classical._common import import_pysteps
+
+    import_pysteps()
+    return STEPSNowcast(**overrides)
+
+
+pysteps_steps.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
+
+
 def _baseline_factory(key: str, preset: str):
     from earthcast.models.baselines._base import CONTRACT_FIELDS
 
@@ -63,6 +87,8 @@ def _register_builtins() -> None:
     for name in PRESETS:
         MODELS.add(name, _earthformer_factory(name))
     MODELS.add("persistence", persistence)
+    MODELS.add("pysteps_extrapolation", pysteps_extrapolation)
+    MODELS.add("pysteps_steps", pysteps_steps)
     for key in BASELINES:
         for preset in PRESET_NAMES:
             MODELS.add(f"{key}_{preset}", _baseline_factory(key, preset))
