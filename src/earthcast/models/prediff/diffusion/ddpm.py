@@ -1,0 +1,70 @@
+"""``DDPMSampler``: ancestral sampling from the Gaussian posterior (Ho et al. 2020, Algorithm 2).
+
+This is the sampler of the PreDiff reference (SPEC §5.3): ε-parameterisation, posterior mean from
+the predicted ẑ_0 (no clipping), variance β̃_t with its log clipped at 1e-20, no noise on the last
+step.
+
+Exactness: with ``num_inference_steps = T`` (the default) every step is the trained transition. A
+smaller ``num_inference_steps`` runs the *strided* chain t → t' over the chosen steps with betas
+re-derived from the trained ᾱ: β' = 1 − ᾱ_t/ᾱ_{t'} (the "respacing" of Nichol & Dhariwal 2021,
+§4). It keeps the marginals q(z_t) of the chosen steps but the ε-network was trained only for
+one-step posteriors, so use DDIM for short chains.
+
+Axis legend: ``b`` batch; ``...`` the latent's remaining axes (``t h w c`` for PreDiff). ``t`` in
+signatures is the diffusion step, not a frame axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from earthcast.models.prediff.diffusion.sampler_base import MeanShift, Sampler, SamplerOutput
+
+
+class DDPMSampler(Sampler):
+    """Ancestral DDPM sampler (see the module docstring for the strided variant).
+
+    Args:
+        schedule: the training :class:`~earthcast.models.prediff.diffusion.schedule.NoiseSchedule`.
+        timestep_spacing: ``leading`` | ``trailing``; only matters when the chain is strided.
+
+    The ``std`` handed to ``mean_shift`` equals the noise std of the step (√β̃, clipped at 1e-10).
+    """
+
+    name = "ddpm"
+
+    def step(
+        self,
+        eps_pred: Tensor,
+        t: int | Tensor,
+        z_t: Tensor,
+        generator: torch.Generator | None = None,
+        mean_shift: MeanShift | None = None,
+    ) -> SamplerOutput:
+        """One ancestral step z_t → z_{t'}.
+
+        Args:
+            eps_pred: predicted noise ε̂(z_t, t), ``(b, ...)``.
+            t: the current step, one of ``self.timesteps`` (int or 0-d tensor).
+            z_t: the current latent, ``(b, ...)``.
+            generator: source of the step's noise.
+            mean_shift: optional ``(z_t, t, mean, std) -> Tensor | None`` added to the mean.
+
+        Returns:
+            :class:`SamplerOutput` with ``prev_sample`` ``(b, ...)``.
+        """
+        t = int(t)
+        abar_t, abar_prev = self._alphas_cumprod_pair(t)
+        # 1. ẑ_0 = (z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, not clipped (reference: clip_denoised=False)
+        pred_z0 = self.schedule.predict_z0(z_t, eps_pred, t)
+        # 2. posterior mean μ̃ = c1·ẑ_0 + c2·z_t with the (strided) β' = 1 − ᾱ_t/ᾱ_{t'} (Ho et al. Eq. 7)
+        beta = 1.0 - abar_t / abar_prev
+        coef_z0 = beta * math.sqrt(abar_prev) / (1.0 - abar_t)
+        coef_zt = (1.0 - abar_prev) * math.sqrt(1.0 - beta) / (1.0 - abar_t)
+        mean = coef_z0 * pred_z0 + coef_zt * z_t
+        # 3. variance β̃ (log clipped at 1e-20), then shift the mean and add noise (none on the last step)
+        std = self._clipped_std(self._strided_posterior_variance(abar_t, abar_prev))
+        return self._finish(z_t, t, pred_z0, mean, std, std, generator, mean_shift)
