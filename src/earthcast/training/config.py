@@ -29,6 +29,8 @@ import yaml
 
 from earthcast.data.config import DataConfig as DataConfig
 
+Task = Literal["forecast", "vae", "diffusion", "alignment"]
+TASKS: tuple[str, ...] = ("forecast", "vae", "diffusion", "alignment")
 Precision = Literal["32", "bf16-mixed", "16-mixed", "64"]
 Strategy = Literal["auto", "ddp", "fsdp", "ddp_spawn"]
 ProgressBar = Literal["tqdm", "rich", "none"]
@@ -169,9 +171,16 @@ class ExperimentConfig:
     """One training/evaluation experiment.
 
     Attributes:
-        model: registered model name (``earthcast models``).
+        model: registered model name (``earthcast models``); for the PreDiff stages the preset of
+            the trained network (``vae_nbody``, ``prediff_nbody``, ``alignment_nbody``).
         data: the data set and its loaders.
         name: experiment name (default run directory ``runs/<name>``).
+        task: training paradigm: ``forecast`` (deterministic forecasters), ``vae`` (PreDiff's
+            first stage), ``diffusion`` (PreDiff's latent diffusion; needs
+            ``task_options.vae_ckpt``), ``alignment`` (knowledge alignment network; needs
+            ``task_options.vae_ckpt`` and ``task_options.constraint``).
+        task_options: keyword arguments of the task's training system (e.g. ``vae_ckpt``,
+            ``learn_logvar``, ``val_samples``).
         model_overrides: fields of the model's config to change, e.g. ``{base_units: 32}``.
         optim: optimiser and schedule.
         trainer: trainer, checkpointing and logging.
@@ -180,15 +189,17 @@ class ExperimentConfig:
     model: str
     data: DataConfig
     name: str = "experiment"
+    task: Task = "forecast"
+    task_options: dict[str, Any] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
         from earthcast.data import DATASETS
-        from earthcast.models import MODELS
 
-        MODELS.get(self.model)  # ValueError listing the valid names
+        _require(self.task in TASKS, f"task={self.task!r} must be one of {', '.join(TASKS)}")
+        _check_model_name(self.task, self.model)  # ValueError listing the valid names
         DATASETS.get(self.data.name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,6 +208,25 @@ class ExperimentConfig:
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _check_model_name(task: str, model: str) -> None:
+    if task == "forecast":
+        from earthcast.models import MODELS
+
+        MODELS.get(model)
+    elif task == "vae":
+        from earthcast.models.prediff.vae import get_preset
+
+        get_preset(model)
+    elif task == "diffusion":
+        from earthcast.models.prediff.denoiser.config import get_denoiser_config
+
+        get_denoiser_config(model)
+    else:
+        from earthcast.models.prediff.denoiser.config import get_alignment_config
+
+        get_alignment_config(model)
 
 
 def _require(condition: bool, message: str) -> None:

@@ -97,14 +97,7 @@ def fit(
     from earthcast.data.datamodule import ForecastDataModule
 
     datamodule = ForecastDataModule(data, seed=trainer_cfg.seed)
-    system = ForecastSystem(
-        model_name=config.model,
-        model_overrides=config.model_overrides,
-        dataset=data.name,
-        optim=dataclasses.asdict(config.optim),
-        ema_decay=trainer_cfg.ema_decay,
-        experiment=config.to_dict(),
-    )
+    system, trainer_cfg = make_system(config, trainer_cfg)
     trainer = build_trainer(trainer_cfg, out, system, data.batch_size)
     trainer.fit(
         system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True
@@ -117,6 +110,62 @@ def fit(
         metrics=_floats(trainer.callback_metrics),
         out_dir=out,
     )
+
+
+def make_system(
+    config: ExperimentConfig, trainer_cfg: TrainerConfig
+) -> tuple[L.LightningModule, TrainerConfig]:
+    """The training system of ``config.task`` and the trainer settings it runs under.
+
+    ``forecast``: :class:`ForecastSystem`; ``vae``: ``VAESystem`` (manual optimisation, so it clips
+    and accumulates itself and the trainer does neither); ``diffusion``:
+    ``LatentDiffusionSystem``; ``alignment``: ``AlignmentSystem``.
+    """
+    optim = dataclasses.asdict(config.optim)
+    if config.task == "forecast":
+        system = ForecastSystem(
+            model_name=config.model,
+            model_overrides=config.model_overrides,
+            dataset=config.data.name,
+            optim=optim,
+            ema_decay=trainer_cfg.ema_decay,
+            experiment=config.to_dict(),
+        )
+        return system, trainer_cfg
+    if config.task == "vae":
+        from earthcast.models.prediff.vae import AutoencoderKL, get_preset
+        from earthcast.training.vae_module import VAESystem
+
+        if trainer_cfg.global_batch_size is not None:
+            raise ValueError(
+                "task vae: set trainer.accumulate_grad_batches instead of trainer.global_batch_size"
+            )
+        vae = AutoencoderKL(get_preset(config.model).replace(**config.model_overrides))
+        system = VAESystem(
+            vae,
+            optim=optim,
+            gradient_clip_val=trainer_cfg.gradient_clip_val,
+            accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
+            **config.task_options,
+        )
+        manual = dataclasses.replace(trainer_cfg, gradient_clip_val=None, accumulate_grad_batches=1)
+        return system, manual
+    if config.task == "diffusion":
+        from earthcast.training.diffusion_module import LatentDiffusionSystem
+
+        system = LatentDiffusionSystem(
+            denoiser=config.model,
+            denoiser_overrides=config.model_overrides,
+            optim=optim,
+            dataset=config.data.name,
+            experiment=config.to_dict(),
+            **config.task_options,
+        )
+        return system, trainer_cfg
+    from earthcast.training.alignment_module import AlignmentSystem
+
+    system = AlignmentSystem.from_experiment(config)
+    return system, trainer_cfg
 
 
 def evaluate(
