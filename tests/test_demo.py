@@ -26,5 +26,9 @@ def test_demo_quick_run_writes_report_and_beats_persistence_on_mse(tmp_path, cap
     assert png.width > 400 and png.height > 300
     gif = Image.open(out / "forecast.gif")
     assert gif.n_frames >= 5
+    # the PreDiff part: an ensemble verified with probabilistic scores and plotted
+    prediff = metrics["prediff"]
+    assert 0 < prediff["crps_fair"] <= prediff["crps"] and prediff["spread"] > 0
+    assert "## PreDiff" in report and Image.open(out / "prediff" / "ensemble.png").height > 300
     # re-running reuses the finished run instead of refusing or retraining
     assert cli_main(["demo", "--out", str(out), "--quick"]) == 0

@@ -4,7 +4,10 @@
 2. train a small Earthformer with the packaged ``demo`` config (PyTorch Lightning, CPU);
 3. score it and persistence on the same test split with the data set's metrics;
 4. write ``metrics.json``, ``report.md`` (the comparison table), ``forecast.png`` and
-   ``forecast.gif`` into ``<out>``.
+   ``forecast.gif`` into ``<out>``;
+5. PreDiff on the same data (``demo_prediff.py``): a small VAE and latent-diffusion denoiser,
+   an 8-member ensemble scored with CRPS / spread–skill / Brier, ``prediff/ensemble.png`` with
+   members, ensemble mean and the exceedance probability, and a section in ``report.md``.
 
 Re-running continues/reuses the same run directory (``--resume auto``): nothing is overwritten
 that a previous run made, except the report files.
@@ -40,10 +43,14 @@ class DemoResult:
 
 
 def run_demo(
-    out_dir: str | Path = "runs/demo", quick: bool = False, overrides: tuple[str, ...] = ()
+    out_dir: str | Path = "runs/demo",
+    quick: bool = False,
+    overrides: tuple[str, ...] = (),
+    prediff: bool = True,
 ) -> DemoResult:
     """Run the demo; returns the metrics of both forecasters and whether Earthformer won on MSE."""
     from earthcast.training import evaluate, fit, load_config, load_forecaster
+    from earthcast.training.runner import resolve_data
 
     out = Path(out_dir)
     config = load_config("demo", [*(QUICK_OVERRIDES if quick else ()), *overrides])
@@ -65,8 +72,15 @@ def run_demo(
         "test": scores,
         "earthformer_beats_persistence_on_mse": beats,
     }
+    section = ""
+    if prediff:
+        from earthcast.demo_prediff import report_section, run_prediff_demo
+
+        result = run_prediff_demo(out / "prediff", resolve_data(config, out).root, quick=quick)
+        summary["prediff"] = result.metrics
+        section = report_section(result)
     _write_json(out / "metrics.json", summary)
-    _write_report(out / "report.md", summary, config.model)
+    _write_report(out / "report.md", summary, config.model, section)
     _plot_example(out, model, config)
     return DemoResult(out, scores, beats)
 
@@ -84,7 +98,7 @@ def _fmt(value: float | None, metric: str) -> str:
     return f"{value:.4f}" if metric in ("ssim", "csi_m") else f"{value:.2f}"
 
 
-def _write_report(path: Path, summary: dict[str, Any], model_name: str) -> None:
+def _write_report(path: Path, summary: dict[str, Any], model_name: str, extra: str = "") -> None:
     from earthcast.utils.io import atomic_path
 
     scores, params = summary["test"], summary["params"]
@@ -110,7 +124,7 @@ def _write_report(path: Path, summary: dict[str, Any], model_name: str) -> None:
         "(`earthcast fit nbody`) sharpens the forecasts.\n\n"
         "MSE/MAE are per-frame sums on the [0, 1] scale (the N-body convention); CSI-M is the mean CSI "
         "over pixel-intensity thresholds 16/74/133/160/181/219 of 255.\n\n"
-        "![forecast](forecast.png)\n"
+        "![forecast](forecast.png)\n" + extra
     )
     with atomic_path(path) as tmp:
         tmp.write_text(text)

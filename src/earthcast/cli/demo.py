@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a shortened run (seconds) of the same path")
+    p.add_argument("--no-prediff", action="store_true", help="skip the PreDiff (latent diffusion) part")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a demo config key"
     )
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from earthcast.demo import run_demo
 
-    result = run_demo(args.out, quick=args.quick, overrides=tuple(args.set))
+    result = run_demo(args.out, quick=args.quick, overrides=tuple(args.set), prediff=not args.no_prediff)
     ef, pe = result.metrics["earthformer"], result.metrics["persistence"]
     print(f"earthformer MSE {ef['mse']:.3f} vs persistence {pe['mse']:.3f} (lower is better)")
     print(f"report: {result.out_dir / 'report.md'}")
