@@ -94,3 +94,35 @@ def test_zero_guidance_is_bit_identical_and_guidance_moves_the_statistic(prediff
     assert torch.equal(plain, run(guided(0.0)))
     latents = [model.vae.encode(run(guided(s)).flatten(0, 1)).mode().mean().item() for s in (0.0, 20.0)]
     assert latents[1] > latents[0]
+
+
+def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from earthcast.cli import main
+
+    contexts = tmp_path / "ctx.npy"
+    np.save(contexts, np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32))
+    out = tmp_path / "fc.nc"
+    args = ["predict", "--ckpt", str(prediff_ckpt), "--input", str(contexts), "--output", str(out), "--quiet"]
+    assert main([*args, "--num-samples", "3", "--steps", "2", "--thresholds", "0.5"]) == 0
+    with xr.open_dataset(out) as ds:
+        names = list(ds.data_vars)
+        members = next(ds[n] for n in names if "member" in ds[n].dims)
+        assert members.sizes["member"] == 3 and members.sizes["lead_time"] == 2
+        prob = next(ds[n] for n in names if n.endswith("exceedance_probability"))
+        assert float(prob.min()) >= 0 and float(prob.max()) <= 1
+    assert main([*args, "--overwrite", "--eta", "2"]) == 2  # bad sampling options are named
+
+
+def test_sampling_options_are_refused_for_deterministic_checkpoints(tmp_path, capsys):
+    from earthcast.cli.predict import configure_sampling
+
+    class Args:
+        num_samples, sampler, steps, eta, seed = 4, None, None, None, 0
+
+    from earthcast.cli import UserError
+
+    with pytest.raises(UserError, match="--num-samples: only ensemble"):
+        configure_sampling(torch.nn.Linear(1, 1), Args())

@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="ensemble models: write P(x >= τ) for these thresholds, in physical units (e.g. SEVIR "
         "VIL codes 16 74 133); default for ensembles: the checkpoint's thresholds",
     )
+    ens = p.add_argument_group("ensemble models (PreDiff checkpoints)")
+    ens.add_argument("--num-samples", type=int, help="ensemble members S (default: the checkpoint's, 8)")
+    ens.add_argument("--sampler", choices=("ddim", "ddpm"), help="reverse-diffusion sampler (default ddim)")
+    ens.add_argument("--steps", type=int, help="denoising steps (default 50 for DDIM; DDPM uses all 1000)")
+    ens.add_argument("--eta", type=float, help="DDIM stochasticity in [0, 1] (default 0)")
+    ens.add_argument("--seed", type=int, default=0, help="seed of the ensemble noise (default 0)")
     p.add_argument("--title", help="global 'title' attribute")
     p.add_argument("--institution", help="global 'institution' attribute")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_paths(args)
     model, contract, info = load_checkpoint(args.ckpt)
+    configure_sampling(model, args)
     start, count = (args.index, 1) if args.index is not None else (args.start, args.count)
     ds = predict_file(
         model,
@@ -117,7 +124,13 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, An
         from earthcast.training.checkpoint import network_from_checkpoint, read_checkpoint
 
         checkpoint = read_checkpoint(path)
-        model, info = network_from_checkpoint(checkpoint, path)
+        if (checkpoint.get("hyper_parameters") or {}).get("task") == "diffusion":
+            from earthcast.training.diffusion_module import load_prediff
+
+            model, contract = load_prediff(str(path))
+            info = {"model_name": "prediff", "data_contract": contract}
+        else:
+            model, info = network_from_checkpoint(checkpoint, path)
     except ImportError as err:
         raise UserError(f"cannot load '{path}': a package it needs failed to import ({err})") from err
     hparams = checkpoint.get("hyper_parameters") or {}
@@ -127,6 +140,35 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, An
         "sha256": _sha256(path),
     }
     return model.eval(), dict(info["data_contract"]), provenance
+
+
+def configure_sampling(model: nn.Module, args: argparse.Namespace) -> None:
+    """Apply ``--num-samples/--sampler/--steps/--eta/--seed`` to a PreDiff model (refused for others)."""
+    import dataclasses
+
+    import torch
+
+    from earthcast.models.prediff.prediff import PreDiff
+
+    given = {
+        "num_samples": args.num_samples,
+        "sampler": args.sampler,
+        "num_inference_steps": args.steps,
+        "eta": args.eta,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not isinstance(model, PreDiff):
+        if given:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+            raise UserError(f"{flags}: only ensemble (PreDiff) checkpoints take sampling options")
+        return
+    if given.get("sampler") == "ddpm" and "num_inference_steps" not in given:
+        given["num_inference_steps"] = model.schedule.num_train_timesteps  # the exact ancestral chain
+    try:
+        model.sampling = dataclasses.replace(model.sampling, **given)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    torch.manual_seed(args.seed)  # the sampler draws from the global generator in predict
 
 
 def _sha256(path: Path) -> str:
