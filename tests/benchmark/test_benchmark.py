@@ -122,3 +122,14 @@ def test_benchmark_rejects_bad_arguments(tmp_path, capsys):
     assert "--models is empty" in capsys.readouterr().err
     assert main(["benchmark", "--data", "nbody", "--budget", "soon", "--out", str(tmp_path)]) == 2
     assert "cannot read budget" in capsys.readouterr().err
+
+
+def test_flops_are_counted_for_earthformer_with_global_vectors():
+    import torch
+
+    from earthcast.benchmark.models import gflops_per_sample
+    from earthcast.models import create_model
+
+    net = create_model("earthformer_tiny")  # global vectors + fused FFN: the case that broke
+    assert net.config.num_global_vectors > 0
+    assert gflops_per_sample(net, torch.randn(1, 4, 16, 16, 1)) > 0

@@ -22,7 +22,16 @@ def nbody_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_registry_names_and_errors():
-    assert list_datasets() == ["enso", "gridded", "moving_mnist", "nbody", "radar", "sevir", "sevirlr"]
+    assert list_datasets() == [
+        "enso",
+        "gridded",
+        "moving_mnist",
+        "nbody",
+        "radar",
+        "radar_sources",
+        "sevir",
+        "sevirlr",
+    ]
     assert "SEVIR" in DATASETS
     with pytest.raises(ValueError, match=r"unknown dataset 'nbdy'. Valid names: enso, gridded"):
         create_datamodule("nbdy", root="x")

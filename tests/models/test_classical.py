@@ -143,7 +143,7 @@ def test_steps_refuses_non_precipitation_data_and_bad_grids():
 @pytest.mark.parametrize("name", ["pysteps_extrapolation", "pysteps_steps"])
 def test_registered_without_parameters_and_checks_inputs(name):
     factory = earthcast.models.MODELS.get(name)
-    assert factory.contract_fields == {"out_len": "out_len", "channels_out": "channels_out"}
+    assert {"out_len": "out_len", "channels_out": "channels_out"}.items() <= factory.contract_fields.items()
     model = earthcast.create_model(name, out_len=2)
     assert not list(model.parameters())
     with pytest.raises(ValueError, match=r"expects inputs \(B, T, H, W, C\)"):

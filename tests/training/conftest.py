@@ -69,13 +69,28 @@ TINY: dict[str, list[str]] = {
         "data.stride=2",
         "data.synthetic={n_times: 60, size: 16}",
     ],
+    "nbody_small": [
+        "model=earthformer_tiny",
+        "data.in_len=4",
+        "data.out_len=4",
+        "data.synthetic={size: 16, seq_len: 8, n_train: 4, n_val: 2, n_test: 2}",
+    ],
+    "radar_sources": [
+        "model=earthformer_tiny",
+        "model_overrides={input_shape: [3, 16, 16, 1], target_shape: [2, 16, 16, 1]}",
+        "data.in_len=3",
+        "data.out_len=2",
+        "data.synthetic={n_times: 24, size: 16}",
+        "data.options={test_source: fmi, patch_size: 16}",
+    ],
     "demo": [
         "data.synthetic={size: 16, seq_len: 10, n_train: 4, n_val: 2, n_test: 2}",
         "model_overrides={input_shape: [5, 16, 16, 1], target_shape: [5, 16, 16, 1], base_units: 16,"
         " enc_depth: [1, 1], dec_depth: [1, 1]}",
     ],
 }
-"""Per packaged config: a tiny model preset and tiny synthetic data."""
+"""Per packaged forecasting config: a tiny model preset and tiny synthetic data (the PreDiff stage
+configs are exercised by ``tests/test_demo.py`` and ``test_prediff_pipeline.py``)."""
 
 
 def tiny_overrides(name: str, tmp_path: Path) -> list[str]:

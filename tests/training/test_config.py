@@ -20,7 +20,19 @@ from earthcast.training.config import (
     to_yaml,
 )
 
-PACKAGED = ["demo", "enso", "moving_mnist", "nbody", "radar", "sevir", "sevirlr"]
+PACKAGED = [
+    "demo",
+    "enso",
+    "moving_mnist",
+    "nbody",
+    "nbody_small",
+    "prediff_demo",
+    "prediff_demo_vae",
+    "radar",
+    "radar_sources",
+    "sevir",
+    "sevirlr",
+]
 
 
 def test_packaged_configs_are_listed():

@@ -97,7 +97,9 @@ def gflops_per_sample(net: nn.Module, sample: Tensor) -> float | None:
     counter = FlopCounterMode(display=False)
     was_training = net.training
     net.eval()
-    with torch.no_grad(), counter:
+    # with autograd on: the flop counter's module tracking asserts on custom autograd functions
+    # (Earthformer's fused FFN) under no_grad; nothing is backpropagated
+    with torch.enable_grad(), counter:
         net(sample)
     net.train(was_training)
     return counter.get_total_flops() / 1e9

@@ -11,6 +11,8 @@ Sub-commands (each a thin shell over the generator named in brackets):
   [``earthcast.data.moving_mnist.write_moving_mnist``]
 * ``import-radar`` pysteps-readable composites → ``(time, y, x)`` Zarr/NetCDF
   [``earthcast.data.radar.import_radar``]
+* ``import-radar-sources`` every service's composites → ``<out>/<source>.zarr`` at one pixel size
+  (the ``radar_sources`` data set) [``earthcast.data.radar_sources.import_radar_sources``]
 
 Every file is written to a temporary name and renamed, so an interrupted run leaves no partial file.
 """
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_nbody(commands)
     _add_moving_mnist(commands)
     _add_radar(commands)
+    _add_radar_sources(commands)
 
 
 def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -295,5 +298,57 @@ def _run_radar(args: argparse.Namespace) -> int:
     print(
         f"wrote {out} (variable 'precip' (time, y, x)); "
         "train on it with earthcast.data.gridded.GriddedDataset"
+    )
+    return 0
+
+
+def _add_radar_sources(commands) -> None:
+    p = commands.add_parser(
+        "import-radar-sources",
+        help="every radar source under a folder → <out>/<source>.zarr, pooled to one pixel size",
+        description="Import the composites of several services (found recursively under --path by "
+        "their file names) into one folder, one store per source, for the radar_sources data set. "
+        "Existing stores are kept unless --overwrite. Unset options keep the defaults of "
+        "earthcast.data.radar_sources.import_radar_sources.",
+    )
+    p.add_argument("--path", required=True, type=Path, help="folder holding the services' files")
+    p.add_argument("--out", required=True, type=Path, help="output folder (one <source>.zarr each)")
+    p.add_argument(
+        "--sources", help=f"comma-separated subset of {','.join(RADAR_SOURCE_NAMES)} (default all)"
+    )
+    p.add_argument("--pixel-km", type=float, help="target pixel size in km")
+    p.add_argument("--transform", choices=RADAR_TRANSFORMS, help="value transform")
+    p.add_argument("--threshold", type=float, help="dry below this rain rate, mm/h")
+    p.add_argument("--overwrite", action="store_true", help="re-import existing stores")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_radar_sources)
+
+
+def _run_radar_sources(args: argparse.Namespace) -> int:
+    from earthcast.data.radar_sources import import_radar_sources
+
+    if not args.path.exists():
+        raise UserError(f"--path '{args.path}' not found")
+    sources = [s.strip().lower() for s in args.sources.split(",")] if args.sources else None
+    unknown = sorted(set(sources or ()) - set(RADAR_SOURCE_NAMES))
+    if unknown:
+        raise UserError(f"--sources: unknown {unknown}; valid: {', '.join(RADAR_SOURCE_NAMES)}")
+    if args.pixel_km is not None and args.pixel_km <= 0:
+        raise UserError(f"--pixel-km {args.pixel_km}: must be > 0")
+    given = {"pixel_km": args.pixel_km, "transform": args.transform, "threshold": args.threshold}
+    try:
+        stores = import_radar_sources(
+            args.path,
+            args.out,
+            sources,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            **{k: v for k, v in given.items() if v is not None},
+        )
+    except ImportError as err:
+        raise UserError(f"{err}") from err
+    print(
+        f"stores under {args.out}: {', '.join(p.name for p in stores.values())}; train on them with "
+        f"data.name=radar_sources, data.root={args.out}, data.options.test_source=<held-out source>"
     )
     return 0

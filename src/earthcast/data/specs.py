@@ -292,6 +292,31 @@ def radar() -> DatasetSpec:
     )
 
 
+# ------------------------------------------------------------------ radar, several sources
+
+
+def radar_sources() -> DatasetSpec:
+    """A folder of ``import_radar`` stores, one per source; leave-one-source-out splits of patches."""
+    from earthcast.data import radar_sources as rs
+
+    def build(root: Path, splits: tuple[str, ...], config: DataConfig) -> dict[str, Dataset]:
+        return rs.build_radar_sources(root, splits, {**window_kwargs(config), **config.options})
+
+    def synthesize(root: Path, config: DataConfig) -> None:
+        call_with(rs.write_synthetic_sources, "write_synthetic_sources", root, **config.synthetic)
+
+    return DatasetSpec(
+        name="radar_sources",
+        build=build,
+        present=rs.sources_present,
+        synthesize=synthesize,
+        describe=rs.describe_radar_sources,
+        info={"variable": rs.VARIABLE, "thresholds": []},
+        source_hint="import the composites with `earthcast data import-radar-sources --path "
+        "shared/data/radar --out <root>` (one <source>.zarr per weather service)",
+    )
+
+
 BUILTIN_SPECS: dict[str, Callable[[], DatasetSpec]] = {
     "nbody": nbody,
     "moving_mnist": moving_mnist,
@@ -300,4 +325,5 @@ BUILTIN_SPECS: dict[str, Callable[[], DatasetSpec]] = {
     "enso": enso,
     "radar": radar,
     "gridded": gridded,
+    "radar_sources": radar_sources,
 }

@@ -43,28 +43,78 @@ def persistence(**overrides: Any) -> nn.Module:
 persistence.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
 
 
+#: pysteps' Lucas-Kanade declustering scale (20 pixels) was chosen for 1 km grids; on coarser
+#: grids the same distance spans fewer pixels.
+_LK_DECLUSTER_KM = 20.0
+
+
+def _settings_from_data(overrides: dict[str, Any], steps: bool) -> dict[str, Any]:
+    """Turn the contract's ``units`` / ``km_per_pixel`` (filled by the trainer) into config fields.
+
+    For STEPS, ``units`` names the transform when no ``transform`` is given (what ``import_radar``
+    writes: "dBR", "mm/h", "log(1 + mm/h)"; other units keep the default). ``km_per_pixel`` sets
+    the Lucas-Kanade ``decl_scale`` to the 20 km of pysteps' default on 1 km grids, unless given,
+    and STEPS' ``kmperpixel``.
+    """
+    from earthcast.models.classical.scaling import UNITS
+
+    overrides = dict(overrides)
+    units, km = overrides.pop("units", None), overrides.pop("km_per_pixel", None)
+    by_units = {u: name for name, u in UNITS.items()}
+    if steps and units in by_units:
+        overrides.setdefault("transform", by_units[units])
+    if km:
+        overrides.setdefault("decl_scale", max(1, round(_LK_DECLUSTER_KM / float(km))))
+        if steps:
+            overrides.setdefault("kmperpixel", float(km))
+    return overrides
+
+
 def pysteps_extrapolation(**overrides: Any) -> nn.Module:
-    """Lucas-Kanade + semi-Lagrangian extrapolation through pysteps (extra ``earthcast[pysteps]``)."""
+    """Lucas-Kanade + semi-Lagrangian extrapolation through pysteps (extra ``earthcast[pysteps]``).
+
+    Values are advected as they are; from the data it takes the shapes and the pixel size
+    (``km_per_pixel`` → ``decl_scale``).
+    """
     from earthcast.models.classical import LKExtrapolation
     from earthcast.models.classical._common import import_pysteps
 
     import_pysteps()  # fail here, with the install hint, rather than on the first forward
-    return LKExtrapolation(**overrides)
+    return LKExtrapolation(**_settings_from_data(overrides, steps=False))
 
 
-pysteps_extrapolation.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
+pysteps_extrapolation.contract_fields = {
+    "out_len": "out_len",
+    "channels_out": "channels_out",
+    "km_per_pixel": "km_per_pixel",
+}
 
 
 def pysteps_steps(**overrides: Any) -> nn.Module:
-    """STEPS ensemble ``(B, S, T, H, W, C)`` through pysteps (extra ``earthcast[pysteps]``)."""
+    """STEPS ensemble ``(B, S, T, H, W, C)`` through pysteps (extra ``earthcast[pysteps]``).
+
+    From the data it takes the shapes and the rain encoding (``scaling.to_dbr`` needs the
+    transform, dry threshold and floor, and the normalisation), the frame interval and pixel size.
+    """
     from earthcast.models.classical import STEPSNowcast
     from earthcast.models.classical._common import import_pysteps
 
     import_pysteps()
-    return STEPSNowcast(**overrides)
+    return STEPSNowcast(**_settings_from_data(overrides, steps=True))
 
 
-pysteps_steps.contract_fields = {"out_len": "out_len", "channels_out": "channels_out"}
+pysteps_steps.contract_fields = {
+    "out_len": "out_len",
+    "channels_out": "channels_out",
+    "transform": "transform",
+    "units": "units",
+    "precip_threshold": "precip_threshold",
+    "zerovalue": "zerovalue",
+    "scale_factor": "scale_factor",
+    "scale_offset": "scale_offset",
+    "timestep_minutes": "frame_interval_minutes",
+    "km_per_pixel": "km_per_pixel",
+}
 
 
 def _baseline_factory(key: str, preset: str):

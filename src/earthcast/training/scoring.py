@@ -9,6 +9,10 @@ data set                  metrics (logged as ``val/<name>``, ``test/<name>``)  s
 ``nbody``, ``moving_mnist`` ``mse``/``mae`` per-frame sums, ``ssim``        ``mse`` (min)
 ``enso``                  ``c_nino34_m``, ``c_nino34_wm``, ``nino_rmse``,      ``c_nino34_m`` (max)
                           ``mse`` (pixel mean, normalised SST)
+``radar_sources``         ``csi``/``pod``/``sucr``/``bias`` at 1 and 5 mm/h:    ``csi@1mmh`` (max)
+                          ``csi@1mmh_lead01`` … per lead (in frames),
+                          ``csi@1mmh`` lead mean, ``events@1mmh``;
+                          ``mse``/``mae`` pixel means (normalised units)
 anything else             ``mse``/``mae`` pixel means                        ``mse`` (min)
 ========================  ===============================================  ======================
 
@@ -19,15 +23,17 @@ before ``compute``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+from einops import reduce
 from torch import Tensor
 from torchmetrics import Metric
 
 from earthcast.metrics import MAE, MSE, SSIM, EnsoScores, get_metric
-from earthcast.metrics.categorical import SEVIR_THRESHOLDS
+from earthcast.metrics.categorical import SEVIR_THRESHOLDS, ContingencyScores, scores_from_counts
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,83 @@ def _enso(contract: dict[str, Any]) -> dict[str, Metric]:
     return {"enso": EnsoScores()}
 
 
+class LeadContingency(ContingencyScores):
+    """CSI / POD / SUCR / BIAS per lead time and lead-averaged, named by rain-rate labels.
+
+    ``ContingencyScores`` in mode ``"1"`` (inputs already in threshold units, ``scale=1``) whose
+    results are scalars ``{score}@{label}_lead{k:02d}`` (lead ``k`` = 1 … T_out, in frames) and
+    ``{score}@{label}`` (the mean of the per-lead scores), plus ``events@{label}`` (observed event
+    pixels over all leads, to judge how much the scores rest on).
+
+    Args:
+        thresholds: event thresholds in the units of the fields.
+        labels: one name per threshold, e.g. ``"1mmh"``.
+    """
+
+    SCORES = ("csi", "pod", "sucr", "bias")
+
+    def __init__(self, thresholds: Sequence[float], labels: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(thresholds, mode="1", scale=1.0, **kwargs)
+        if len(labels) != len(self.thresholds):
+            raise ValueError(f"LeadContingency: {len(labels)} labels for {len(self.thresholds)} thresholds")
+        self.labels = tuple(labels)
+
+    def compute(self) -> dict[str, Tensor]:
+        scores = scores_from_counts(self.counts, self.eps)  # each (T, K)
+        observed = reduce(self.counts[0] + self.counts[1], "t k -> k", "sum")  # hits + misses
+        out: dict[str, Tensor] = {}
+        for k, label in enumerate(self.labels):
+            for name in self.SCORES:
+                per_lead = scores[name][:, k]  # (T,)
+                out[f"{name}@{label}"] = per_lead.mean()
+                out.update({f"{name}@{label}_lead{t:02d}": v for t, v in enumerate(per_lead, start=1)})
+            out[f"events@{label}"] = observed[k].double()
+        return out
+
+
+def rain_label(rate_mmh: float) -> str:
+    """Key label of a rain-rate threshold: ``1.0`` → ``"1mmh"``, ``0.5`` → ``"0.5mmh"``."""
+    return f"{rate_mmh:g}mmh"
+
+
+def rain_thresholds(contract: dict[str, Any], rates_mmh: Sequence[float]) -> list[float]:
+    """Rain rates (mm/h) → thresholds in the normalised units the model sees.
+
+    Stored value ``v`` from the contract's ``transform`` (or its ``units``), ``precip_threshold``
+    and ``zerovalue``; then ``x = (v − scale_offset) / scale_factor``. Every transform is increasing,
+    so ``x >= x_τ`` exactly when the rain rate reaches ``τ``.
+    """
+    from earthcast.models.classical import scaling
+
+    by_units = {units: name for name, units in scaling.UNITS.items()}
+    transform = contract.get("transform") or by_units.get(str(contract.get("units")))
+    if transform is None:
+        raise ValueError(
+            f"the data contract names no rain transform (transform={contract.get('transform')!r}, "
+            f"units={contract.get('units')!r}); rain-rate thresholds need one of {sorted(scaling.UNITS)}"
+        )
+    floor = float(contract.get("precip_threshold") or 0.1)
+    if min(rates_mmh) < floor:
+        raise ValueError(f"event thresholds {list(rates_mmh)} mm/h lie below the dry threshold {floor} mm/h")
+    stored = scaling.from_rainrate(
+        np.asarray(rates_mmh, dtype=np.float64), transform, floor, contract.get("zerovalue")
+    )
+    factor, offset = float(contract.get("scale_factor") or 1.0), float(contract.get("scale_offset") or 0.0)
+    return [float(x) for x in scaling.normalise(stored, factor, offset)]
+
+
+def _radar_sources(contract: dict[str, Any]) -> dict[str, Metric]:
+    from earthcast.data.radar_sources import EVENT_THRESHOLDS_MMH
+
+    rates = tuple(contract.get("rain_thresholds_mmh") or EVENT_THRESHOLDS_MMH)
+    labels = [rain_label(r) for r in rates]
+    return {
+        "rain": LeadContingency(rain_thresholds(contract, rates), labels),
+        "mse": MSE("pixel_mean"),
+        "mae": MAE("pixel_mean"),
+    }
+
+
 def _generic(contract: dict[str, Any]) -> dict[str, Metric]:
     return {"mse": MSE("pixel_mean"), "mae": MAE("pixel_mean")}
 
@@ -96,6 +179,7 @@ SCORINGS: dict[str, Scoring] = {
     "nbody": Scoring("mse", "min", _digits),
     "moving_mnist": Scoring("mse", "min", _digits),
     "enso": Scoring("c_nino34_m", "max", _enso),
+    "radar_sources": Scoring("csi@1mmh", "max", _radar_sources),
 }
 GENERIC = Scoring("mse", "min", _generic)
 
