@@ -32,6 +32,7 @@ from earthcast.metrics.categorical import (
     ContingencyScores,
 )
 from earthcast.metrics.continuous import MAE, MSE, SSIM
+from earthcast.metrics.energy import EnergyError
 from earthcast.metrics.enso import EnsoScores, lead_weights, nino34_index
 from earthcast.metrics.probabilistic import CRPS, BrierScore, RankHistogram, SpreadSkill, crps_ensemble
 from earthcast.metrics.score import score_arrays
@@ -74,6 +75,7 @@ for _name, _factory in (
     ("crps", CRPS),
     ("rank_histogram", RankHistogram),
     ("spread_skill", SpreadSkill),
+    ("energy_error", EnergyError),
 ):
     METRICS.add(_name, _factory)
 

@@ -1,0 +1,71 @@
+"""``make_guidance``: wire an alignment network and a constraint into a sampler's ``mean_shift``.
+
+Axis legend: ``b`` batch, ``s`` ensemble member, ``t`` time, ``h``/``w`` latent space, ``c`` latent
+channel, ``k`` constrained statistics.
+
+The guidance rule itself (μ' = μ − λ·s_t·∇_{z_t}‖U_φ(z_t, t) − F₀‖, per-sample norm, λ = 0 is a
+no-op) lives in :class:`~earthcast.models.prediff.diffusion.guidance.KnowledgeGuidance`. This
+module only supplies its two inputs:
+
+* ``alignment_fn(z_t, t) = mean over frames of U_φ(z_t, t)``, ``(b, k)``: the alignment network
+  predicts one value per future frame and is trained against the clip-level statistic through the
+  same frame mean (``training/alignment_module.py``), as the reference SEVIR constraint does;
+* ``target = constraint.target(context, **options)``, ``(b, k)``: F₀ from the context alone.
+
+For an ensemble sampled as one batch of ``b·s`` latents (member index fastest, ``(b s)``), pass
+``num_samples = s`` and each context's F₀ is repeated for its members.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from einops import repeat
+from torch import Tensor, nn
+
+from earthcast.models.prediff.diffusion.guidance import KnowledgeGuidance, NormMode, StepScale
+from earthcast.models.prediff.knowledge.constraints import Constraint
+
+
+def frame_mean_alignment(alignment_net: nn.Module):
+    """``(z_t (b, T_out, h, w, c), t (b,)) -> (b, k)``: U_φ's per-frame readouts averaged over frames."""
+
+    def alignment_fn(z_t: Tensor, t: Tensor) -> Tensor:
+        return alignment_net(z_t, t).mean(dim=1)  # (b, T_out, k) -> (b, k)
+
+    return alignment_fn
+
+
+def make_guidance(
+    alignment_net: nn.Module,
+    constraint: Constraint,
+    context: Tensor,
+    scale: float,
+    step_scale: StepScale = "std",
+    norm: NormMode = "per_sample",
+    num_samples: int = 1,
+    **target_options: Any,
+) -> KnowledgeGuidance:
+    """Knowledge guidance towards ``constraint.target(context, **target_options)``.
+
+    Args:
+        alignment_net: U_φ, ``(z_t (b, T_out, h, w, c), t (b,)) -> (b, T_out, k)``; used as is
+            (put it in eval mode; its parameters receive no gradient).
+        constraint: the constraint whose F₀ is requested.
+        context: ``(B, T_in, H, W, C)`` context frames on the data's normalised scale.
+        scale: λ ≥ 0; 0 makes guided sampling bit-identical to unguided sampling.
+        step_scale: ``"std"`` (reference code) | ``"variance"`` (paper); see ``KnowledgeGuidance``.
+        norm: ``"per_sample"`` (default) | ``"batch"`` (reference quirk).
+        num_samples: ensemble members per context in the sampled batch (``(B s)`` order).
+        **target_options: passed to ``constraint.target``, e.g. ``anticipate="+2sigma"``.
+
+    Returns:
+        A ``mean_shift`` for ``sample_latents`` / the samplers' ``step``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be >= 1")
+    with torch.no_grad():
+        target = constraint.target(context, **target_options)  # (B, k)
+    target = repeat(target, "b k -> (b s) k", s=num_samples)  # (B·S, k)
+    return KnowledgeGuidance(frame_mean_alignment(alignment_net), target, scale, step_scale, norm)

@@ -1,0 +1,273 @@
+"""``AlignmentSystem``: trains PreDiff's knowledge alignment network U_φ; ``load_alignment`` reads it back.
+
+Axis legend: ``b`` batch, ``t`` time, ``h``/``w`` space (``h``/``w`` latent grid for ``z``), ``c``
+channel, ``k`` constrained statistics.
+
+The system receives a frozen VAE, an :class:`AlignmentNetwork` and a constraint (each injected, or
+built from recorded configs) and adds, and only adds (SPEC §5.5):
+
+1. **Objective.** Per batch of real sequences ``(inputs y, targets x)``:
+   ``z_0 = vae.encode(x).sample()`` (posterior sample, as the reference), ``t ~ U{0 … T−1}``,
+   ``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε`` (``NoiseSchedule.add_noise``), ``pred = mean over frames of
+   U_φ(z_t, t)`` ``(B, K)`` and ``F = constraint.statistic(x, y)`` ``(B, K)``; loss = MSE(pred, F).
+   The frame mean matches the guidance (``knowledge/guided.py``), which compares the same
+   reduction with F₀. For ``nbody_energy``, F is the *estimator's* energy of the real future, not
+   the true energy in ``meta``: at sampling time F₀ is the estimator's energy of the context and
+   the forecast is judged by the same estimator, so training on the estimator's reading keeps one
+   definition of F throughout (and the true energy at the last context frame is not the future's
+   anyway, because clipping and walls break conservation).
+2. **Validation** uses a fixed noise/timestep stream per batch (seeded by the batch index), so
+   ``val/loss`` is comparable between epochs.
+3. **Optimisation**: AdamW + warm-up/cosine from ``training/optim.py`` over U_φ only, with the
+   reference recipe (:data:`REFERENCE_OPTIM`) unless overridden.
+4. **Frozen parts**: the VAE and the constraint's networks never train and stay in eval mode.
+   The VAE's weights are *not* written into checkpoints (they belong to the VAE's own checkpoint);
+   ``on_load_checkpoint`` puts the injected VAE's weights back, so
+   ``AlignmentSystem.load_from_checkpoint(path, vae=vae)`` and resuming both work.
+5. **Checkpoints** record ``alignment_config``, ``constraint_name`` / ``constraint_options``, the
+   ``schedule``, ``vae_config`` (provenance) and the package version; U_φ's weights are under
+   ``net.`` and the constraint's (fitted regressor / trained estimator) under ``constraint.``.
+   :func:`load_alignment` rebuilds both without Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from earthcast.models.prediff.denoiser.alignment import AlignmentNetwork
+from earthcast.models.prediff.denoiser.config import AlignmentConfig
+from earthcast.models.prediff.diffusion.schedule import NoiseSchedule
+from earthcast.models.prediff.knowledge.constraints import CONSTRAINTS, Constraint
+from earthcast.training.checkpoint import network_state, read_checkpoint
+from earthcast.training.config import OptimConfig
+from earthcast.training.optim import build_optimizer
+
+NET_PREFIX = "net."
+CONSTRAINT_PREFIX = "constraint."
+VAE_PREFIX = "vae."
+
+REFERENCE_OPTIM = OptimConfig(
+    lr=1e-3, weight_decay=0.01, warmup_fraction=0.1, warmup_min_lr_ratio=0.1, min_lr_ratio=1e-3
+)
+"""SPEC §5.5: AdamW lr 1e-3 with PyTorch's default weight decay 0.01, cosine with 10 % warm-up
+from 0.1·lr down to 1e-3·lr."""
+
+
+class AlignmentSystem(L.LightningModule):
+    """Trains U_φ(z_t, t) to predict a constraint's statistic F of the clean future.
+
+    Args:
+        vae: the trained first stage (frozen here); it is needed even when loading a checkpoint.
+        alignment_net: U_φ; ``None`` builds ``AlignmentNetwork(AlignmentConfig(**alignment_config))``.
+        constraint: the knowledge constraint; ``None`` builds
+            ``CONSTRAINTS.create(constraint_name, **constraint_options)`` (untrained: its weights
+            then come from a checkpoint).
+        alignment_config, constraint_name, constraint_options: recorded so the parts rebuild.
+        schedule: fields of :class:`NoiseSchedule` (``None``: the PreDiff default).
+        optim: fields of :class:`OptimConfig` overriding :data:`REFERENCE_OPTIM`.
+        vae_config, earthcast_version: provenance written into checkpoints; not used.
+    """
+
+    def __init__(
+        self,
+        vae: nn.Module,
+        alignment_net: AlignmentNetwork | None = None,
+        constraint: Constraint | None = None,
+        *,
+        alignment_config: dict[str, Any] | None = None,
+        constraint_name: str | None = None,
+        constraint_options: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        vae_config: dict[str, Any] | None = None,
+        earthcast_version: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["vae", "alignment_net", "constraint"])
+        self.vae = vae.requires_grad_(False).eval()
+        self.net = alignment_net if alignment_net is not None else _build_net(alignment_config)
+        if constraint is None:
+            constraint = _build_constraint(constraint_name, constraint_options)
+        self.constraint = constraint.requires_grad_(False)
+        self.schedule = NoiseSchedule(**(schedule or {}))
+        self.optim_config = dataclasses.replace(REFERENCE_OPTIM, **_tuples(optim or {}))
+        _check_parts(self.vae, self.net, self.constraint)
+        self.hparams.update(self._recipe())
+
+    def _recipe(self) -> dict[str, Any]:
+        """The configs that rebuild the parts (recorded in ``hparams`` and in checkpoints)."""
+        return {
+            "alignment_config": _plain(self.net.config.to_dict()),
+            "constraint_name": self.constraint.name,
+            "constraint_options": self.constraint.build_options(),
+            "schedule": self.schedule.to_dict(),
+            "vae_config": _vae_config(self.vae),
+        }
+
+    @property
+    def selection_metric(self) -> str:
+        return "val/loss"
+
+    @property
+    def selection_mode(self) -> str:
+        return "min"
+
+    def train(self, mode: bool = True) -> AlignmentSystem:
+        super().train(mode)
+        self.vae.eval()  # frozen: Lightning's train() at every epoch must not switch it back
+        return self
+
+    def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
+        """Frame-mean prediction of F: ``z_t (B, T_out, h, w, c)``, ``t (B,)`` → ``(B, K)``."""
+        return self.net(z_t, t).mean(dim=1)  # (B, T_out, K) -> (B, K)
+
+    # ------------------------------------------------------------------------------ steps
+    def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
+        """Step 1 of the module docstring: the MSE of U_φ's frame mean against F on one batch.
+
+        Args:
+            batch: ``inputs (B, T_in, H, W, C)``, ``targets (B, T_out, H, W, C)``.
+            generator: source of the posterior sample, ``t`` and ``ε`` (``None``: the global RNG).
+        """
+        inputs, targets = batch["inputs"], batch["targets"]  # (B, T_in, H, W, C), (B, T_out, H, W, C)
+        with torch.no_grad():
+            z0 = self.vae.encode(torch.nan_to_num(targets)).sample(generator=generator)  # (B, T_out, h, w, c)
+            statistic = self.constraint.statistic(targets, inputs).float()  # (B, K)
+        b = z0.shape[0]
+        t = torch.randint(0, self.schedule.num_train_timesteps, (b,), generator=generator, device=z0.device)
+        eps = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        z_t = self.schedule.add_noise(z0, eps, t)  # (B, T_out, h, w, c)
+        return F.mse_loss(self(z_t, t), statistic)
+
+    def _common_step(self, batch: dict[str, Any], stage: str, generator: torch.Generator | None) -> Tensor:
+        loss = self.loss(batch, generator)
+        on_step = stage == "train"
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=on_step,
+            sync_dist=not on_step,
+            batch_size=len(batch["inputs"]),
+        )
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._common_step(batch, "train", None)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._common_step(batch, "val", _fixed_generator(batch_idx, self.device))
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._common_step(batch, "test", _fixed_generator(batch_idx, self.device))
+
+    # ------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        n_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        optimizer, scheduler = build_optimizer(self.net, self.optim_config, n_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from earthcast import __version__
+
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(VAE_PREFIX)]:
+            del state[key]  # the frozen VAE lives in its own checkpoint
+        checkpoint.setdefault("hyper_parameters", {}).update(self._recipe(), earthcast_version=__version__)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.vae.state_dict().items():
+            state.setdefault(VAE_PREFIX + key, value)  # the injected VAE fills the gap left on save
+
+
+class LoadedAlignment(NamedTuple):
+    """What guided sampling needs from an alignment checkpoint."""
+
+    network: AlignmentNetwork
+    constraint: Constraint
+
+
+def load_alignment(path: str | os.PathLike, map_location: Any = "cpu") -> LoadedAlignment:
+    """U_φ and its constraint (with the fitted regressor / trained estimator) from a checkpoint.
+
+    Both come back frozen and in eval mode, ready for ``knowledge.make_guidance``.
+
+    Raises:
+        ValueError: the file is missing or unreadable, not an alignment checkpoint, or its weights
+            do not fit the recorded configs.
+    """
+    checkpoint = read_checkpoint(path, map_location)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hparams.get("alignment_config"), dict) or not hparams.get("constraint_name"):
+        raise ValueError(f"'{path}' is not an alignment checkpoint: no alignment_config / constraint_name")
+    net = _build_net(hparams["alignment_config"])
+    constraint = _build_constraint(hparams["constraint_name"], hparams.get("constraint_options"))
+    state = checkpoint["state_dict"]
+    try:
+        net.load_state_dict(network_state(state, NET_PREFIX))
+        constraint.load_state_dict(network_state(state, CONSTRAINT_PREFIX))
+    except RuntimeError as err:
+        raise ValueError(f"the weights in '{path}' do not fit the recorded configs: {err}") from err
+    return LoadedAlignment(net.requires_grad_(False).eval(), constraint.requires_grad_(False).eval())
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _build_net(alignment_config: dict[str, Any] | None) -> AlignmentNetwork:
+    if alignment_config is None:
+        raise ValueError("AlignmentSystem needs an `alignment_net` or an `alignment_config` to build one")
+    return AlignmentNetwork(AlignmentConfig(**alignment_config))
+
+
+def _build_constraint(name: str | None, options: dict[str, Any] | None) -> Constraint:
+    if name is None:
+        raise ValueError(
+            f"AlignmentSystem needs a `constraint` or a `constraint_name` ({', '.join(CONSTRAINTS.names())})"
+        )
+    return CONSTRAINTS.create(name, **(options or {}))
+
+
+def _check_parts(vae: nn.Module, net: AlignmentNetwork, constraint: Constraint) -> None:
+    """Fail early, naming both sides, when the parts cannot work together."""
+    latent = getattr(getattr(vae, "config", None), "latent_channels", None)
+    if latent is not None and latent != net.config.latent_channels:
+        raise ValueError(
+            f"the VAE gives {latent} latent channels but the alignment network expects "
+            f"{net.config.latent_channels} (set alignment latent_channels={latent})"
+        )
+    if net.config.out_dim != constraint.num_statistics:
+        raise ValueError(
+            f"constraint '{constraint.name}' has {constraint.num_statistics} statistic(s) but the "
+            f"alignment network predicts out_dim={net.config.out_dim}"
+        )
+
+
+def _fixed_generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _vae_config(vae: nn.Module) -> dict[str, Any] | None:
+    config = getattr(vae, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else None
+
+
+def _plain(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in raw.items()}
+
+
+def _tuples(optim: dict[str, Any]) -> dict[str, Any]:
+    return {**optim, "betas": tuple(optim["betas"])} if "betas" in optim else optim
