@@ -7,7 +7,7 @@ Contract: a context array is ``(N, T_in, H, W, C_in)`` (or ``(N, T_in, H, W)`` w
 ``C_in = 1``) of finite numbers **in the model's scale** — the scale of the data contract, e.g.
 SEVIR VIL code / 255 in ``[0, 1]`` for ``scale="01"``. ``check_context`` refuses anything else
 with a message naming the expected shape and the fix. ``forecast_arrays`` runs the model in
-batches (``torch.inference_mode``) and returns ``(N, T_out, H, W, C_out)``, or
+batches (``torch.no_grad``) and returns ``(N, T_out, H, W, C_out)``, or
 ``(N, S, T_out, H, W, C_out)`` for a model that returns ensemble members.
 """
 
@@ -193,7 +193,8 @@ def forecast_arrays(
     model = model.to(device).eval()
     show = sys.stderr.isatty() if progress is None else progress
     chunks = []
-    with torch.inference_mode():
+    # no_grad, not inference_mode: knowledge-controlled sampling re-enables autograd for ∇_{z_t}
+    with torch.no_grad():
         for start in tqdm(
             range(0, len(values), batch_size), desc="forecasting", unit="batch", disable=not show
         ):

@@ -53,6 +53,19 @@ def prediff_ckpt(tmp_path_factory):
     )
     run = fit(ldm, out_dir=root / "ldm")
     assert "val/crps" in run.metrics and run.metrics["val/crps"] > 0
+    align = config_from_dict(
+        {
+            "name": "align",
+            "task": "alignment",
+            "model": "alignment_tiny",
+            "task_options": {"vae_ckpt": str(vae_run.last_ckpt), "constraint": "mean_intensity"},
+            "data": data,
+            "trainer": TRAINER,
+        }
+    )
+    aligned = fit(align, out_dir=root / "align")
+    assert aligned.last_ckpt is not None and "val/loss" in aligned.metrics
+    pytest.alignment_ckpt = aligned.last_ckpt  # for the --anticipate test below
     return run.last_ckpt
 
 
@@ -121,8 +134,30 @@ def test_sampling_options_are_refused_for_deterministic_checkpoints(tmp_path, ca
 
     class Args:
         num_samples, sampler, steps, eta, seed = 4, None, None, None, 0
+        alignment, anticipate, guidance_scale = None, None, 50.0
 
     from earthcast.cli import UserError
 
     with pytest.raises(UserError, match="--num-samples: only ensemble"):
         configure_sampling(torch.nn.Linear(1, 1), Args())
+
+
+def test_cli_predict_with_knowledge_control(prediff_ckpt, tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from earthcast.cli import main
+
+    contexts = tmp_path / "ctx.npy"
+    np.save(contexts, np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32))
+    base = ["predict", "--ckpt", str(prediff_ckpt), "--input", str(contexts), "--quiet"]
+    base += ["--num-samples", "2", "--steps", "3", "--eta", "1"]
+    plain, steered = tmp_path / "plain.nc", tmp_path / "steered.nc"
+    assert main([*base, "--output", str(plain)]) == 0
+    guided = [*base, "--alignment", str(pytest.alignment_ckpt), "--guidance-scale", "500"]
+    assert main([*guided, "--anticipate=+2sigma", "--output", str(steered)]) == 0
+    with xr.open_dataset(plain) as a, xr.open_dataset(steered) as b:
+        name = next(n for n in a.data_vars if "member" in a[n].dims)
+        assert not np.allclose(a[name].values, b[name].values)  # the guidance changed the samples
+    assert main([*guided, "--anticipate=two", "--output", str(tmp_path / "x.nc")]) == 2
+    assert main([*base, "--anticipate=+1sigma", "--output", str(tmp_path / "y.nc")]) == 2

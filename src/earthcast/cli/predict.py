@@ -51,6 +51,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ens.add_argument("--steps", type=int, help="denoising steps (default 50 for DDIM; DDPM uses all 1000)")
     ens.add_argument("--eta", type=float, help="DDIM stochasticity in [0, 1] (default 0)")
     ens.add_argument("--seed", type=int, default=0, help="seed of the ensemble noise (default 0)")
+    ens.add_argument(
+        "--alignment", type=Path, metavar="CKPT", help="knowledge control: a trained alignment checkpoint"
+    )
+    ens.add_argument(
+        "--anticipate",
+        metavar="±Nsigma",
+        help="mean_intensity constraint: steer to F0 = mu + N sigma of the context-conditioned future "
+        "intensity, e.g. --anticipate=+2sigma (write it with '=' for negative values)",
+    )
+    ens.add_argument(
+        "--guidance-scale", type=float, default=50.0, help="knowledge-control strength lambda (default 50)"
+    )
     p.add_argument("--title", help="global 'title' attribute")
     p.add_argument("--institution", help="global 'institution' attribute")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -158,6 +170,8 @@ def configure_sampling(model: nn.Module, args: argparse.Namespace) -> None:
     }
     given = {k: v for k, v in given.items() if v is not None}
     if not isinstance(model, PreDiff):
+        if args.alignment is not None or args.anticipate is not None:
+            given["alignment"] = True
         if given:
             flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
             raise UserError(f"{flags}: only ensemble (PreDiff) checkpoints take sampling options")
@@ -169,6 +183,41 @@ def configure_sampling(model: nn.Module, args: argparse.Namespace) -> None:
     except ValueError as err:
         raise UserError(str(err)) from err
     torch.manual_seed(args.seed)  # the sampler draws from the global generator in predict
+    model.guidance = _knowledge_control(args, model.sampling.num_samples)
+
+
+def _knowledge_control(args: argparse.Namespace, members: int):
+    """``--alignment/--anticipate/--guidance-scale`` → a guidance factory for ``PreDiff`` (or ``None``)."""
+    if args.alignment is None:
+        if args.anticipate is not None:
+            raise UserError("--anticipate needs --alignment CKPT (a trained alignment network)")
+        return None
+    from earthcast.models.prediff.knowledge import make_guidance
+    from earthcast.models.prediff.knowledge.intensity import parse_anticipate
+    from earthcast.training.alignment_module import load_alignment
+
+    if not args.alignment.is_file():
+        raise UserError(f"--alignment '{args.alignment}' not found")
+    loaded = load_alignment(args.alignment)
+    options = {}
+    if args.anticipate is not None:
+        if loaded.constraint.name != "mean_intensity":
+            raise UserError(
+                f"--anticipate applies to the mean_intensity constraint, not {loaded.constraint.name}"
+            )
+        options["n_sigma"] = parse_anticipate(args.anticipate)  # ValueError names the accepted form
+
+    def guidance(context):  # context: (B·S, T_in, H, W, C), members fastest
+        return make_guidance(
+            loaded.network,
+            loaded.constraint,
+            context[::members],
+            args.guidance_scale,
+            num_samples=members,
+            **options,
+        )
+
+    return guidance
 
 
 def _sha256(path: Path) -> str:

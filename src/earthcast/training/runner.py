@@ -162,10 +162,53 @@ def make_system(
             **config.task_options,
         )
         return system, trainer_cfg
-    from earthcast.training.alignment_module import AlignmentSystem
+    return _alignment_system(config, optim), trainer_cfg
 
-    system = AlignmentSystem.from_experiment(config)
-    return system, trainer_cfg
+
+def _alignment_system(config: ExperimentConfig, optim: dict[str, Any]) -> L.LightningModule:
+    """U_φ for ``config.model`` sized from the data and the VAE; the constraint fitted/loaded first.
+
+    ``task_options``: ``vae_ckpt`` (required), ``constraint`` (``mean_intensity`` | ``nbody_energy``),
+    ``estimator_ckpt`` (``nbody_energy``: a trained energy estimator); other keys go to
+    ``AlignmentSystem``. ``mean_intensity`` fits its context regressor on the training split here.
+    """
+    from earthcast.data.datamodule import ForecastDataModule
+    from earthcast.models.prediff.denoiser.alignment import AlignmentNetwork
+    from earthcast.models.prediff.denoiser.config import get_alignment_config
+    from earthcast.models.prediff.knowledge.constraints import get_constraint
+    from earthcast.training.alignment_module import AlignmentSystem
+    from earthcast.training.vae_module import load_vae
+
+    options = dict(config.task_options)
+    missing = [k for k in ("vae_ckpt", "constraint") if k not in options]
+    if missing:
+        raise ValueError(
+            f"task alignment needs task_options {missing} (a VAE checkpoint and a constraint name)"
+        )
+    vae = load_vae(options.pop("vae_ckpt"))
+    datamodule = ForecastDataModule(config.data, seed=config.trainer.seed)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    contract, factor = datamodule.contract, vae.config.downsample_factor
+    shape = {
+        "target_len": contract["out_len"],
+        "latent_hw": (contract["height"] // factor, contract["width"] // factor),
+        "latent_channels": vae.config.latent_channels,
+    }
+    net = AlignmentNetwork(get_alignment_config(config.model, **{**shape, **config.model_overrides}))
+    name = options.pop("constraint")
+    if name == "nbody_energy":
+        from earthcast.training.estimator_module import load_energy_estimator
+
+        if "estimator_ckpt" not in options:
+            raise ValueError(
+                "constraint nbody_energy needs task_options.estimator_ckpt (a trained energy estimator)"
+            )
+        constraint = get_constraint(name, estimator=load_energy_estimator(options.pop("estimator_ckpt")))
+    else:
+        constraint = get_constraint(name)
+        constraint.regressor.fit(datamodule.train_dataloader())  # μ_τ, σ_τ from training contexts only
+    return AlignmentSystem(vae, net, constraint, optim=optim, **options)
 
 
 def evaluate(
