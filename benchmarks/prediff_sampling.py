@@ -30,8 +30,8 @@ from earthcast.training.diffusion_module import load_prediff
 
 def _contexts(ckpt: Path, count: int) -> dict[str, torch.Tensor]:
     from earthcast.data.datamodule import ForecastDataModule
-    from earthcast.training.config import config_from_dict
     from earthcast.training.checkpoint import read_checkpoint
+    from earthcast.training.config import config_from_dict
 
     experiment = (read_checkpoint(ckpt).get("hyper_parameters") or {}).get("experiment")
     config = config_from_dict(experiment) if experiment else load_config("prediff_demo")
@@ -72,7 +72,8 @@ def main() -> None:
     model, _ = load_prediff(str(args.ckpt))
     batch = _contexts(args.ckpt, args.contexts)
     results = {}
-    for name, sampler, steps in (("ddpm", "ddpm", model.schedule.num_train_timesteps), ("ddim", "ddim", args.ddim_steps)):
+    chains = (("ddpm", "ddpm", model.schedule.num_train_timesteps), ("ddim", "ddim", args.ddim_steps))
+    for name, sampler, steps in chains:
         seconds, ensemble = _run(model, batch, args.members, sampler, steps, args.seed)
         results[name] = {"steps": steps, "seconds_per_ensemble": seconds / len(batch["inputs"])}
         results[name].update(_score(ensemble, batch["targets"]))

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from earthcast.models import create_model
-from earthcast.models.baselines.unet import UNet, UNetConfig, crop_padding, pad_to_multiple
+from earthcast.models.baselines._base import crop_padding, pad_to_multiple
+from earthcast.models.baselines.unet import UNet, UNetConfig
 
 
 def _tiny(**overrides) -> UNet:

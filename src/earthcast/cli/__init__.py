@@ -12,7 +12,18 @@ from collections.abc import Sequence
 
 from earthcast import __version__
 
-_COMMAND_MODULES = ("demo", "fit", "test", "predict", "score", "plot", "data", "models", "convert", "benchmark")
+_COMMAND_MODULES = (
+    "demo",
+    "fit",
+    "test",
+    "predict",
+    "score",
+    "plot",
+    "data",
+    "models",
+    "convert",
+    "benchmark",
+)
 
 
 class UserError(Exception):

@@ -32,7 +32,6 @@ built from recorded configs) and adds, and only adds (SPEC §5.5):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, NamedTuple
 
@@ -46,8 +45,8 @@ from earthcast.models.prediff.denoiser.config import AlignmentConfig
 from earthcast.models.prediff.diffusion.schedule import NoiseSchedule
 from earthcast.models.prediff.knowledge.constraints import CONSTRAINTS, Constraint
 from earthcast.training.checkpoint import network_state, read_checkpoint
-from earthcast.training.config import OptimConfig
-from earthcast.training.optim import build_optimizer
+from earthcast.training.config import OptimConfig, optim_config_from_dict
+from earthcast.training.optim import lightning_optimizers
 
 NET_PREFIX = "net."
 CONSTRAINT_PREFIX = "constraint."
@@ -97,7 +96,7 @@ class AlignmentSystem(L.LightningModule):
             constraint = _build_constraint(constraint_name, constraint_options)
         self.constraint = constraint.requires_grad_(False)
         self.schedule = NoiseSchedule(**(schedule or {}))
-        self.optim_config = dataclasses.replace(REFERENCE_OPTIM, **_tuples(optim or {}))
+        self.optim_config = optim_config_from_dict(optim, REFERENCE_OPTIM)
         _check_parts(self.vae, self.net, self.constraint)
         self.hparams.update(self._recipe())
 
@@ -172,11 +171,7 @@ class AlignmentSystem(L.LightningModule):
     # ------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         n_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        optimizer, scheduler = build_optimizer(self.net, self.optim_config, n_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
-        }
+        return lightning_optimizers(self.net, self.optim_config, n_steps)
 
     # ---------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -267,7 +262,3 @@ def _vae_config(vae: nn.Module) -> dict[str, Any] | None:
 
 def _plain(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in raw.items()}
-
-
-def _tuples(optim: dict[str, Any]) -> dict[str, Any]:
-    return {**optim, "betas": tuple(optim["betas"])} if "betas" in optim else optim

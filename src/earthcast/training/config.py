@@ -71,6 +71,18 @@ class OptimConfig:
         _require(all(0 <= b < 1 for b in self.betas), f"optim.betas={self.betas} must lie in [0, 1)")
 
 
+def optim_config_from_dict(optim: dict[str, Any] | None, base: OptimConfig | None = None) -> OptimConfig:
+    """``base`` (default: the :class:`OptimConfig` defaults) with the fields given in ``optim``.
+
+    ``optim`` is a plain dict as stored in hparams or YAML, so ``betas`` may be a list; it becomes
+    a tuple. Unknown keys raise ``TypeError``.
+    """
+    optim = dict(optim or {})
+    if "betas" in optim:
+        optim["betas"] = tuple(optim["betas"])
+    return OptimConfig(**optim) if base is None else dataclasses.replace(base, **optim)
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """Lightning ``Trainer`` settings plus run bookkeeping.

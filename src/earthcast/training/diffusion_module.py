@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from earthcast.metrics.probabilistic import CRPS
 from earthcast.models.prediff.diffusion import NoiseSchedule
 from earthcast.models.prediff.prediff import PreDiff, SamplingConfig
-from earthcast.training.config import OptimConfig
+from earthcast.training.config import optim_config_from_dict
 from earthcast.training.ema import EMA
 from earthcast.training.optim import build_optimizer
 from earthcast.training.scoring import scoring_for
@@ -77,7 +77,7 @@ class LatentDiffusionSystem(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["vae"])
         self.schedule = NoiseSchedule(**(schedule or {}))
-        self.optim_config = OptimConfig(**{**(optim or {}), **_tuple_betas(optim or {})})
+        self.optim_config = optim_config_from_dict(optim)
         self.scoring = scoring_for(dataset)
         self._given_vae = [vae] if vae is not None else []  # a list: not registered twice as a submodule
         self.prediff: PreDiff | None = None
@@ -272,7 +272,3 @@ _INIT_KEYS = {
 
 def _tuples(config: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-
-
-def _tuple_betas(optim: dict[str, Any]) -> dict[str, Any]:
-    return {"betas": tuple(optim["betas"])} if "betas" in optim else {}

@@ -23,7 +23,6 @@ The estimator is injected (or built from ``estimator_config``); the system adds,
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -35,8 +34,8 @@ from torchmetrics import MeanAbsoluteError, MeanMetric, PearsonCorrCoef
 from earthcast.data.nbody import NBodyConfig, nbody_energy
 from earthcast.models.prediff.knowledge.energy import EnergyEstimator, EnergyEstimatorConfig, energy_mse_loss
 from earthcast.training.checkpoint import network_state, read_checkpoint
-from earthcast.training.config import OptimConfig
-from earthcast.training.optim import build_optimizer
+from earthcast.training.config import OptimConfig, optim_config_from_dict
+from earthcast.training.optim import lightning_optimizers
 
 ESTIMATOR_PREFIX = "estimator."
 
@@ -76,7 +75,7 @@ class EstimatorSystem(L.LightningModule):
             estimator = EnergyEstimator(EnergyEstimatorConfig(**(estimator_config or {})))
         self.hparams["estimator_config"] = estimator.config.to_dict()
         self.estimator = estimator
-        self.optim_config = dataclasses.replace(DEFAULT_OPTIM, **_tuples(optim or {}))
+        self.optim_config = optim_config_from_dict(optim, DEFAULT_OPTIM)
         self.val_metrics = _EvalMetrics()
         self.test_metrics = _EvalMetrics()
 
@@ -145,11 +144,7 @@ class EstimatorSystem(L.LightningModule):
     # ------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         n_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        optimizer, scheduler = build_optimizer(self.estimator, self.optim_config, n_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
-        }
+        return lightning_optimizers(self.estimator, self.optim_config, n_steps)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from earthcast import __version__
@@ -213,7 +208,3 @@ def load_energy_estimator(path: str | os.PathLike, map_location: Any = "cpu") ->
     except RuntimeError as err:
         raise ValueError(f"the weights in '{path}' do not fit its estimator config: {err}") from err
     return estimator.requires_grad_(False).eval()
-
-
-def _tuples(optim: dict[str, Any]) -> dict[str, Any]:
-    return {**optim, "betas": tuple(optim["betas"])} if "betas" in optim else optim

@@ -30,9 +30,9 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from earthcast.training.config import OptimConfig
+from earthcast.training.config import optim_config_from_dict
 from earthcast.training.ema import EMA
-from earthcast.training.optim import build_optimizer, total_steps
+from earthcast.training.optim import lightning_optimizers, total_steps
 from earthcast.training.scoring import Scoring, scoring_for
 
 _SHAPE_KEYS = ("in_len", "out_len", "height", "width", "channels_in", "channels_out")
@@ -101,7 +101,7 @@ class ForecastSystem(L.LightningModule):
         self.save_hyperparameters(ignore=["net"])
         overrides = dict(model_overrides or {})
         self.hparams["model_overrides"] = overrides
-        self.optim_config = _optim_config(optim or {})
+        self.optim_config = optim_config_from_dict(optim)
         self.scoring: Scoring = scoring_for(dataset)
         if net is None and not needs_contract(model_name, overrides):
             net = _create(model_name, overrides)
@@ -239,11 +239,7 @@ class ForecastSystem(L.LightningModule):
                 f"model '{self.hparams.model_name}' has no trainable parameters; evaluate it with "
                 "`earthcast test CONFIG --model NAME` instead of training it"
             )
-        optimizer, scheduler = build_optimizer(self.net, self.optim_config, self._schedule_length())
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
-        }
+        return lightning_optimizers(self.net, self.optim_config, self._schedule_length())
 
     def _schedule_length(self) -> int:
         trainer = self.trainer
@@ -300,12 +296,6 @@ class ForecastSystem(L.LightningModule):
         if not distributed:
             return {k: v[None] for k, v in states.items()}
         return {k: self.all_gather(v.to(self.device)).cpu() for k, v in states.items()}
-
-
-def _optim_config(optim: dict[str, Any]) -> OptimConfig:
-    if "betas" in optim:
-        optim = {**optim, "betas": tuple(optim["betas"])}
-    return OptimConfig(**optim)
 
 
 def _create(model_name: str, overrides: dict[str, Any]) -> nn.Module:

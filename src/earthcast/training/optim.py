@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,3 +114,17 @@ def build_optimizer(
         n_total_steps, config.warmup_fraction, config.warmup_min_lr_ratio, config.min_lr_ratio
     )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def lightning_optimizers(
+    params: nn.Module | Iterable[dict], config: OptimConfig, n_total_steps: int
+) -> dict[str, Any]:
+    """:func:`build_optimizer` as a ``configure_optimizers`` return value.
+
+    The schedule advances every optimiser step and is logged as ``lr``.
+    """
+    optimizer, scheduler = build_optimizer(params, config, n_total_steps)
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+    }

@@ -36,7 +36,6 @@ critic; one is built from the config if none is given) and adds, and only adds:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from typing import Any
@@ -51,7 +50,7 @@ from earthcast.models.prediff.vae.discriminator import NLayerDiscriminator
 from earthcast.models.prediff.vae.distribution import DiagonalGaussian
 from earthcast.models.prediff.vae.loss import LossOutput, VAELoss, masked_abs_error
 from earthcast.training.checkpoint import network_state, read_checkpoint
-from earthcast.training.config import OptimConfig
+from earthcast.training.config import OptimConfig, optim_config_from_dict
 from earthcast.training.optim import build_optimizer, param_groups, total_steps
 
 VAE_PREFIX = "vae."
@@ -107,7 +106,7 @@ class VAESystem(L.LightningModule):
         self.vae = vae
         self.discriminator = _critic(config, discriminator)
         self.loss = VAELoss(config)
-        self.optim_config = _optim_config(optim or {})
+        self.optim_config = optim_config_from_dict(optim, REFERENCE_OPTIM)
         self.automatic_optimization = False
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.int64))
@@ -286,9 +285,3 @@ def _critic(config: VAEConfig, discriminator: NLayerDiscriminator | None) -> NLa
             raise ValueError("a discriminator was given but the VAE config has use_discriminator=False")
         return None
     return discriminator if discriminator is not None else NLayerDiscriminator.from_config(config)
-
-
-def _optim_config(optim: dict[str, Any]) -> OptimConfig:
-    if "betas" in optim:
-        optim = {**optim, "betas": tuple(optim["betas"])}
-    return dataclasses.replace(REFERENCE_OPTIM, **optim)

@@ -1,4 +1,4 @@
-"""What every learned baseline shares: the shape config, input checks and scheduled sampling.
+"""What every learned baseline shares: the shape config, input checks, scheduled sampling, frame padding.
 
 Axis legend: ``b`` batch, ``t`` time, ``h``/``w`` space, ``c`` channel.
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: Config field → data-contract key, filled by the trainer unless overridden explicitly.
@@ -166,3 +167,20 @@ def truth_mask(probability: float, batch: int, length: int, device: torch.device
     if probability <= 0.0:
         return torch.zeros(batch, length, 1, 1, 1, device=device)
     return (torch.rand(batch, length, 1, 1, 1, device=device) < probability).float()
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Zero-pad the last two axes of ``x`` to multiples of ``multiple``, centred.
+
+    The odd pixel, if any, goes to the bottom/right. Returns the padded tensor and the
+    ``(left, right, top, bottom)`` padding for :func:`crop_padding`.
+    """
+    extra_h, extra_w = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
+    pad = (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2)
+    return (F.pad(x, pad) if any(pad) else x), pad
+
+
+def crop_padding(x: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
+    """Undo :func:`pad_to_multiple` on the last two axes."""
+    left, right, top, bottom = pad
+    return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]

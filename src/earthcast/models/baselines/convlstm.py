@@ -48,8 +48,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from earthcast.models.baselines._base import BaselineForecaster, ShapeConfig
-from earthcast.models.baselines.unet import crop_padding, pad_to_multiple
+from earthcast.models.baselines._base import BaselineForecaster, ShapeConfig, crop_padding, pad_to_multiple
 
 State = tuple[Tensor, Tensor]
 

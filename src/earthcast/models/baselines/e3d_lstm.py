@@ -50,7 +50,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from earthcast.models.baselines._st_lstm import RolloutConfig, RolloutForecaster
+from earthcast.models.baselines._st_lstm import (
+    ENSO_PRESET,
+    SMALL_PRESET,
+    TINY_PRESET,
+    RolloutConfig,
+    RolloutForecaster,
+)
 
 
 @dataclass(frozen=True)
@@ -244,19 +250,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the SEVIR config is unpublished: official layout, width set to match the table (35.64 M vs 35.6 M)
     "sevir": {"hidden": 107},
     # official Moving-MNIST settings: the ENSO table's 12.9 M
-    "enso": {"in_len": 12, "out_len": 14, "height": 24, "width": 48},
-    # N-body 10 → 10 at 32×32 on CPU: 8×8 patches (a 4×4 latent grid) keep one fwd+bwd of a batch
-    # of 16 near 1 s on 2 threads; sampling decays over 2 000 steps to suit short CPU runs
-    "small": {
-        "in_len": 10,
-        "out_len": 10,
-        "height": 32,
-        "width": 32,
-        "patch_size": 8,
-        "hidden": 32,
-        "num_layers": 2,
-        "kernel_size": 3,
-        "sampling_steps": 2_000,
-    },
-    "tiny": {"hidden": 8, "num_layers": 2, "kernel_size": 3, "patch_size": 2, "height": 16, "width": 16},
+    "enso": ENSO_PRESET,
+    "small": {**SMALL_PRESET, "hidden": 32},
+    "tiny": TINY_PRESET,
 }

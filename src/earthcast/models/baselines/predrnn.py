@@ -48,7 +48,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from earthcast.models.baselines._st_lstm import RolloutConfig, RolloutForecaster
+from earthcast.models.baselines._st_lstm import (
+    ENSO_PRESET,
+    SMALL_PRESET,
+    TINY_PRESET,
+    RolloutConfig,
+    RolloutForecaster,
+)
 
 
 @dataclass(frozen=True)
@@ -214,19 +220,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 46.60 M parameters, the Earthformer SEVIR table's 46.6 M: official widths with 7×7 kernels
     "sevir": {"kernel_size": 7},
     # official Moving-MNIST settings: 23.84 M, the ENSO table's 23.8 M
-    "enso": {"in_len": 12, "out_len": 14, "height": 24, "width": 48},
-    # N-body 10 → 10 at 32×32 on CPU: 8×8 patches (a 4×4 latent grid) keep one fwd+bwd of a batch
-    # of 16 near 1 s on 2 threads; sampling decays over 2 000 steps to suit short CPU runs
-    "small": {
-        "in_len": 10,
-        "out_len": 10,
-        "height": 32,
-        "width": 32,
-        "patch_size": 8,
-        "hidden": 64,
-        "num_layers": 2,
-        "kernel_size": 3,
-        "sampling_steps": 2_000,
-    },
-    "tiny": {"hidden": 8, "num_layers": 2, "kernel_size": 3, "patch_size": 2, "height": 16, "width": 16},
+    "enso": ENSO_PRESET,
+    "small": {**SMALL_PRESET, "hidden": 64},
+    "tiny": TINY_PRESET,
 }

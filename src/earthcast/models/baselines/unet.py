@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from earthcast.models.baselines._base import BaselineForecaster, ShapeConfig
+from earthcast.models.baselines._base import BaselineForecaster, ShapeConfig, crop_padding, pad_to_multiple
 
 Norm = Literal["batch", "group"]
 
@@ -84,23 +84,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "bottleneck_mult": 2,
     },
 }
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int, int, int]]:
-    """Zero-pad the last two axes of ``x`` to multiples of ``multiple``, centred.
-
-    The odd pixel, if any, goes to the bottom/right. Returns the padded tensor and the
-    ``(left, right, top, bottom)`` padding for :func:`crop_padding`.
-    """
-    extra_h, extra_w = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
-    pad = (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2)
-    return (F.pad(x, pad) if any(pad) else x), pad
-
-
-def crop_padding(x: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
-    """Undo :func:`pad_to_multiple` on the last two axes."""
-    left, right, top, bottom = pad
-    return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
 
 
 def _norm(kind: Norm, channels: int) -> nn.Module:

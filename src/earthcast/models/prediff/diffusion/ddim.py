@@ -19,15 +19,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from earthcast.models.prediff.diffusion.sampler_base import (
-    MeanShift,
-    Sampler,
-    SamplerOutput,
-    TimestepSpacing,
-)
+from earthcast.models.prediff.diffusion.sampler_base import Sampler, TimestepSpacing
 from earthcast.models.prediff.diffusion.schedule import NoiseSchedule
 
 
@@ -57,36 +51,15 @@ class DDIMSampler(Sampler):
     def _init_kwargs(self) -> dict[str, Any]:
         return {"eta": self.eta, **super()._init_kwargs()}
 
-    def step(
-        self,
-        eps_pred: Tensor,
-        t: int | Tensor,
-        z_t: Tensor,
-        generator: torch.Generator | None = None,
-        mean_shift: MeanShift | None = None,
-    ) -> SamplerOutput:
-        """One DDIM step z_t → z_{t'}.
-
-        Args:
-            eps_pred: predicted noise ε̂(z_t, t), ``(b, ...)``.
-            t: the current step, one of ``self.timesteps`` (int or 0-d tensor).
-            z_t: the current latent, ``(b, ...)``.
-            generator: source of the step's noise (used only when η > 0).
-            mean_shift: optional ``(z_t, t, mean, std) -> Tensor | None`` added to the mean.
-
-        Returns:
-            :class:`SamplerOutput` with ``prev_sample`` ``(b, ...)``.
-        """
-        t = int(t)
-        abar_t, abar_prev = self._alphas_cumprod_pair(t)
-        # 1. ẑ_0 from the ε-prediction (Eq. 12, "predicted x_0"), not clipped
-        pred_z0 = self.schedule.predict_z0(z_t, eps_pred, t)
-        # 2. σ_t (Eq. 16) = η √β̃ of the strided transition
+    def _transition(
+        self, eps_pred: Tensor, z_t: Tensor, pred_z0: Tensor, abar_t: float, abar_prev: float
+    ) -> tuple[Tensor, float, float]:
+        """Mean and σ_t of the DDIM step t → t' (Eq. 12); noise is drawn only when η > 0."""
+        # σ_t (Eq. 16) = η √β̃ of the strided transition
         posterior_variance = self._strided_posterior_variance(abar_t, abar_prev)
         sigma = self.eta * math.sqrt(posterior_variance)
-        # 3. mean = √ᾱ_{t'} ẑ_0 + "direction pointing to z_t"; clamp guards round-off when η ≈ 1
+        # mean = √ᾱ_{t'} ẑ_0 + "direction pointing to z_t"; clamp guards round-off when η ≈ 1
         direction = math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0))
         mean = math.sqrt(abar_prev) * pred_z0 + direction * eps_pred
-        # 4. shift the mean, add σ_t ξ (none on the last step, where σ_t = 0 anyway)
-        guide_std = self._clipped_std(posterior_variance)
-        return self._finish(z_t, t, pred_z0, mean, sigma, guide_std, generator, mean_shift)
+        # the step adds σ_t ξ (none on the last step, where σ_t = 0 anyway); guidance sees √β̃
+        return mean, sigma, self._clipped_std(posterior_variance)

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
-from earthcast.models.prediff.diffusion.sampler_base import MeanShift, Sampler, SamplerOutput
+from earthcast.models.prediff.diffusion.sampler_base import Sampler
 
 
 class DDPMSampler(Sampler):
@@ -36,35 +35,15 @@ class DDPMSampler(Sampler):
 
     name = "ddpm"
 
-    def step(
-        self,
-        eps_pred: Tensor,
-        t: int | Tensor,
-        z_t: Tensor,
-        generator: torch.Generator | None = None,
-        mean_shift: MeanShift | None = None,
-    ) -> SamplerOutput:
-        """One ancestral step z_t → z_{t'}.
-
-        Args:
-            eps_pred: predicted noise ε̂(z_t, t), ``(b, ...)``.
-            t: the current step, one of ``self.timesteps`` (int or 0-d tensor).
-            z_t: the current latent, ``(b, ...)``.
-            generator: source of the step's noise.
-            mean_shift: optional ``(z_t, t, mean, std) -> Tensor | None`` added to the mean.
-
-        Returns:
-            :class:`SamplerOutput` with ``prev_sample`` ``(b, ...)``.
-        """
-        t = int(t)
-        abar_t, abar_prev = self._alphas_cumprod_pair(t)
-        # 1. ẑ_0 = (z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, not clipped (reference: clip_denoised=False)
-        pred_z0 = self.schedule.predict_z0(z_t, eps_pred, t)
-        # 2. posterior mean μ̃ = c1·ẑ_0 + c2·z_t with the (strided) β' = 1 − ᾱ_t/ᾱ_{t'} (Ho et al. Eq. 7)
+    def _transition(
+        self, eps_pred: Tensor, z_t: Tensor, pred_z0: Tensor, abar_t: float, abar_prev: float
+    ) -> tuple[Tensor, float, float]:
+        """Posterior mean and std of the ancestral step t → t'."""
+        # posterior mean μ̃ = c1·ẑ_0 + c2·z_t with the (strided) β' = 1 − ᾱ_t/ᾱ_{t'} (Ho et al. Eq. 7)
         beta = 1.0 - abar_t / abar_prev
         coef_z0 = beta * math.sqrt(abar_prev) / (1.0 - abar_t)
         coef_zt = (1.0 - abar_prev) * math.sqrt(1.0 - beta) / (1.0 - abar_t)
         mean = coef_z0 * pred_z0 + coef_zt * z_t
-        # 3. variance β̃ (log clipped at 1e-20), then shift the mean and add noise (none on the last step)
+        # variance β̃ (log clipped at 1e-20); the base step adds the noise (none on the last step)
         std = self._clipped_std(self._strided_posterior_variance(abar_t, abar_prev))
-        return self._finish(z_t, t, pred_z0, mean, std, std, generator, mean_shift)
+        return mean, std, std

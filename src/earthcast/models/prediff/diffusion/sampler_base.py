@@ -76,7 +76,9 @@ def make_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: 
 
 
 class Sampler:
-    """Base class: step bookkeeping and the shared "shift the mean, then add noise" tail of a step.
+    """Base class: step bookkeeping and the shared parts of a step (ẑ_0, then "shift the mean, add noise").
+
+    Subclasses supply only :meth:`_transition` (the step's mean and noise std).
 
     Args:
         schedule: the training noise schedule.
@@ -116,6 +118,29 @@ class Sampler:
         generator: torch.Generator | None = None,
         mean_shift: MeanShift | None = None,
     ) -> SamplerOutput:
+        """One reverse step z_t → z_{t'}: ẑ_0, the subclass's transition, then :meth:`_finish`.
+
+        Args:
+            eps_pred: predicted noise ε̂(z_t, t), ``(b, ...)``.
+            t: the current step, one of ``self.timesteps`` (int or 0-d tensor).
+            z_t: the current latent, ``(b, ...)``.
+            generator: source of the step's noise (not drawn from when the step adds none).
+            mean_shift: optional ``(z_t, t, mean, std) -> Tensor | None`` added to the mean.
+
+        Returns:
+            :class:`SamplerOutput` with ``prev_sample`` ``(b, ...)``.
+        """
+        t = int(t)
+        abar_t, abar_prev = self._alphas_cumprod_pair(t)
+        # ẑ_0 = (z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t from the ε-prediction, not clipped (reference: clip_denoised=False)
+        pred_z0 = self.schedule.predict_z0(z_t, eps_pred, t)
+        mean, noise_std, guide_std = self._transition(eps_pred, z_t, pred_z0, abar_t, abar_prev)
+        return self._finish(z_t, t, pred_z0, mean, noise_std, guide_std, generator, mean_shift)
+
+    def _transition(
+        self, eps_pred: Tensor, z_t: Tensor, pred_z0: Tensor, abar_t: float, abar_prev: float
+    ) -> tuple[Tensor, float, float]:
+        """The sampler-specific part of a step: (transition mean ``(b, ...)``, noise std, guide std)."""
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
