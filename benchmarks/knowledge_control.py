@@ -110,9 +110,24 @@ def _alignment(vae, constraint, datamodule, prediff, root: Path, epochs: int) ->
         net.load_state_dict(torch.load(path))
         return net.eval()
     system = AlignmentSystem(vae, net, constraint)
-    _trainer(epochs, root).fit(system, datamodule.train_dataloader(), datamodule.val_dataloader())
+    _trainer(epochs, root).fit(system, datamodule=datamodule)
     torch.save(net.state_dict(), path)
     return net.eval()
+
+
+def _alignment_skill(net, prediff, constraint, datamodule) -> dict[str, float]:
+    """Correlation of U_φ(z_t, t) with F(future) on 64 test futures, at a few diffusion steps."""
+    batch = _test_batch(datamodule, 64)
+    truth = constraint.statistic(batch["targets"], batch["inputs"])[:, 0]  # (B,)
+    z0 = prediff.vae.encode(batch["targets"]).mode()
+    skill, gen = {}, torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for step in (0, 250, 500, 750):
+            t = torch.full((len(z0),), step)
+            z_t = prediff.schedule.add_noise(z0, torch.randn(z0.shape, generator=gen), t)
+            pred = net(z_t, t).mean(dim=(1, 2))  # (B,)
+            skill[f"corr_t{step}"] = float(torch.corrcoef(torch.stack([pred, truth]))[0, 1])
+    return skill
 
 
 def _test_batch(datamodule, count: int) -> dict[str, torch.Tensor]:
@@ -147,14 +162,16 @@ def run_nbody(args: argparse.Namespace) -> dict:
         estimator.load_state_dict(torch.load(est_path))
     else:
         system = EstimatorSystem(estimator)
-        _trainer(args.epochs, root).fit(system, datamodule.train_dataloader(), datamodule.val_dataloader())
+        _trainer(args.epochs, root).fit(system, datamodule=datamodule)
         torch.save(estimator.state_dict(), est_path)
     constraint = NBodyEnergy(estimator.eval()).eval()
-    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.epochs)
+    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.alignment_epochs)
+    report_alignment = _alignment_skill(net, prediff, constraint, datamodule)
     batch = _test_batch(datamodule, args.contexts)
     context = batch["inputs"]
     reference = constraint.target(context)  # (B, 1) estimated energy of the context
     report = {"part": "nbody", "members": args.members, "steps": args.steps, "contexts": len(context)}
+    report["alignment_skill"] = report_alignment
     for scale in (0.0, *args.scales):
         guidance = None
         if scale > 0:
@@ -181,10 +198,12 @@ def run_sevir(args: argparse.Namespace) -> dict:
     constraint = MeanIntensity()
     constraint.regressor.fit(datamodule.train_dataloader())  # μ_τ, σ_τ from training contexts only
     constraint.eval()
-    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.epochs)
+    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.alignment_epochs)
+    report_alignment = _alignment_skill(net, prediff, constraint, datamodule)
     batch = _test_batch(datamodule, args.contexts)
     context, targets = batch["inputs"], batch["targets"]
     report = {"part": "sevir", "members": args.members, "steps": args.steps, "contexts": len(context)}
+    report["alignment_skill"] = report_alignment
     plain = _ensemble(prediff, context, args.members, args.steps)
     report["unguided"] = {"sample_mean_intensity": float(plain.mean()), **_scores(plain, targets)}
     rows = {}
@@ -228,6 +247,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("nbody", "sevir"), required=True)
     parser.add_argument("--work", default="runs/knowledge")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--alignment-epochs", type=int, default=30)
     parser.add_argument("--contexts", type=int, default=16)
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
