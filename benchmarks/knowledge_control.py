@@ -117,7 +117,7 @@ def _alignment(vae, constraint, datamodule, prediff, root: Path, epochs: int) ->
 
 def _alignment_skill(net, prediff, constraint, datamodule) -> dict[str, float]:
     """Correlation of U_φ(z_t, t) with F(future) on 64 test futures, at a few diffusion steps."""
-    batch = _test_batch(datamodule, 64)
+    batch = datamodule.first_test_batch(64)
     truth = constraint.statistic(batch["targets"], batch["inputs"])[:, 0]  # (B,)
     z0 = prediff.vae.encode(batch["targets"]).mode()
     skill, gen = {}, torch.Generator().manual_seed(0)
@@ -128,11 +128,6 @@ def _alignment_skill(net, prediff, constraint, datamodule) -> dict[str, float]:
             pred = net(z_t, t).mean(dim=(1, 2))  # (B,)
             skill[f"corr_t{step}"] = float(torch.corrcoef(torch.stack([pred, truth]))[0, 1])
     return skill
-
-
-def _test_batch(datamodule, count: int) -> dict[str, torch.Tensor]:
-    items = [datamodule.test_dataset[i] for i in range(min(count, len(datamodule.test_dataset)))]
-    return {k: torch.stack([it[k] for it in items]) for k in ("inputs", "targets")}
 
 
 def _ensemble(prediff, context, members, steps, guidance=None, seed=0) -> torch.Tensor:
@@ -167,7 +162,7 @@ def run_nbody(args: argparse.Namespace) -> dict:
     constraint = NBodyEnergy(estimator.eval()).eval()
     net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.alignment_epochs)
     report_alignment = _alignment_skill(net, prediff, constraint, datamodule)
-    batch = _test_batch(datamodule, args.contexts)
+    batch = datamodule.first_test_batch(args.contexts)
     context = batch["inputs"]
     reference = constraint.target(context)  # (B, 1) estimated energy of the context
     report = {"part": "nbody", "members": args.members, "steps": args.steps, "contexts": len(context)}
@@ -200,7 +195,7 @@ def run_sevir(args: argparse.Namespace) -> dict:
     constraint.eval()
     net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.alignment_epochs)
     report_alignment = _alignment_skill(net, prediff, constraint, datamodule)
-    batch = _test_batch(datamodule, args.contexts)
+    batch = datamodule.first_test_batch(args.contexts)
     context, targets = batch["inputs"], batch["targets"]
     report = {"part": "sevir", "members": args.members, "steps": args.steps, "contexts": len(context)}
     report["alignment_skill"] = report_alignment

@@ -38,8 +38,7 @@ def _contexts(ckpt: Path, count: int) -> dict[str, torch.Tensor]:
     datamodule = ForecastDataModule(config.data, seed=0)
     datamodule.prepare_data()
     datamodule.setup("test")
-    items = [datamodule.test_dataset[i] for i in range(min(count, len(datamodule.test_dataset)))]
-    return {k: torch.stack([it[k] for it in items]) for k in ("inputs", "targets")}
+    return datamodule.first_test_batch(count)
 
 
 def _score(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

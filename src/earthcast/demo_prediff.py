@@ -80,8 +80,7 @@ def _test_batch(config, count: int) -> dict[str, torch.Tensor]:
     datamodule = ForecastDataModule(config.data, seed=config.trainer.seed)
     datamodule.prepare_data()
     datamodule.setup("test")
-    items = [datamodule.test_dataset[i] for i in range(min(count, len(datamodule.test_dataset)))]
-    return {k: torch.stack([it[k] for it in items]) for k in ("inputs", "targets")}
+    return datamodule.first_test_batch(count)
 
 
 def _verify(ckpt: Path, config, out: Path, num_samples: int, steps: int, contexts: int) -> dict[str, float]:

@@ -92,6 +92,15 @@ class ForecastDataModule(L.LightningDataModule):
     def test_dataset(self) -> Dataset:
         return self._dataset("test")
 
+    def first_test_batch(self, count: int) -> dict[str, torch.Tensor]:
+        """The first ``count`` test sequences as one batch: ``inputs``/``targets`` ``(B, T, H, W, C)``.
+
+        For evaluations that score a fixed, small set of contexts (ensemble demos and benchmarks).
+        """
+        dataset = self.test_dataset
+        items = [dataset[i] for i in range(min(count, len(dataset)))]
+        return {key: torch.stack([item[key] for item in items]) for key in ("inputs", "targets")}
+
     def _dataset(self, split: str) -> Dataset:
         if split not in self.datasets:
             raise RuntimeError(f"the '{split}' split is not set up; call setup() with a stage that needs it")
