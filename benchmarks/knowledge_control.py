@@ -14,8 +14,8 @@ Two parts, each training every stage it needs (Lightning, resumable: a rerun reu
 
 Usage::
 
-    .venv/bin/python benchmarks/knowledge_control.py --part nbody --scale 50
-    .venv/bin/python benchmarks/knowledge_control.py --part sevir --scale 50
+    .venv/bin/python benchmarks/knowledge_control.py --part nbody --scales 10 50
+    .venv/bin/python benchmarks/knowledge_control.py --part sevir --scales 1e3 1e4 3e4
 
 Prints JSON and writes ``benchmarks/results/knowledge_<part>.json`` (+ ``knowledge_sevir.png``).
 """
@@ -28,11 +28,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch import Tensor
 
 from earthcast.data.datamodule import ForecastDataModule
 from earthcast.metrics import get_metric
 from earthcast.metrics.categorical import SEVIR_THRESHOLDS
-from earthcast.metrics.probabilistic import CRPS
+from earthcast.metrics.probabilistic import CRPS, SpreadSkill
 from earthcast.models.prediff.denoiser.alignment import AlignmentNetwork
 from earthcast.models.prediff.denoiser.config import get_alignment_config
 from earthcast.models.prediff.knowledge import make_guidance
@@ -53,15 +54,19 @@ PARTS = {
         "data.name=sevirlr",
         "data.in_len=7",
         "data.out_len=6",
-        "data.synthetic={size: 96, n_events: 320}",
+        "data.synthetic={size: 96, n_events: 960}",
+        "data.stride=3",
     ],
 }
 
 
-def _stages(part: str, root: Path, epochs: int) -> tuple[Path, Path, object]:
+def _stages(part: str, root: Path, epochs: int, vae_epochs: int) -> tuple[Path, Path, object]:
     """Train (or reuse) the VAE and the latent diffusion model: their checkpoints and the LDM config."""
     common = [*PARTS[part], f"data.root={root / 'data'}", "trainer.progress_bar=none"]
-    vae = load_config("prediff_demo_vae", [*common, f"trainer.out_dir={root / 'vae'}"])
+    vae = load_config(
+        "prediff_demo_vae",
+        [*common, f"trainer.out_dir={root / 'vae'}", f"trainer.max_epochs={vae_epochs}"],
+    )
     vae_ckpt = fit(vae, resume="auto").last_ckpt
     ldm = load_config(
         "prediff_demo",
@@ -95,8 +100,9 @@ def _trainer(epochs: int, root: Path) -> L.Trainer:
     )
 
 
-def _alignment(vae, constraint, datamodule, prediff, root: Path, epochs: int) -> AlignmentNetwork:
-    path = root / "alignment.pt"
+def _alignment(vae, constraint, datamodule, prediff, root: Path, args) -> AlignmentNetwork:
+    jitter = args.latent_jitter if args.alignment_target == "decoded" else 0.0
+    path = root / f"alignment_{args.alignment_target}_j{jitter:g}_e{args.alignment_epochs}.pt"
     cfg = prediff.denoiser.config
     net = AlignmentNetwork(
         get_alignment_config(
@@ -109,8 +115,15 @@ def _alignment(vae, constraint, datamodule, prediff, root: Path, epochs: int) ->
     if path.is_file():
         net.load_state_dict(torch.load(path))
         return net.eval()
-    system = AlignmentSystem(vae, net, constraint)
-    _trainer(epochs, root).fit(system, datamodule=datamodule)
+    system = AlignmentSystem(
+        vae,
+        net,
+        constraint,
+        target=args.alignment_target,
+        latent_jitter=jitter,
+        latent_scale=prediff.latent_scale,
+    )
+    _trainer(args.alignment_epochs, root).fit(system, datamodule=datamodule)
     torch.save(net.state_dict(), path)
     return net.eval()
 
@@ -143,12 +156,19 @@ def _scores(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     csi = get_metric("contingency", thresholds=SEVIR_THRESHOLDS, scale=255.0)
     csi.update(ensemble.mean(dim=1), targets)
     mse = (ensemble.mean(dim=1) - targets).square().mean()
-    return {"crps": float(crps.compute()), "csi_m": float(csi.compute()["csi_m"]), "mse": float(mse)}
+    spread = SpreadSkill()
+    spread.update(ensemble, targets)
+    return {
+        "crps": float(crps.compute()),
+        "csi_m": float(csi.compute()["csi_m"]),
+        "mse": float(mse),
+        "spread_skill_corrected": float(spread.compute()["spread_skill_corrected"]),
+    }
 
 
 def run_nbody(args: argparse.Namespace) -> dict:
     root = Path(args.work) / "nbody"
-    vae_ckpt, ldm_ckpt, config = _stages("nbody", root, args.epochs)
+    vae_ckpt, ldm_ckpt, config = _stages("nbody", root, args.epochs, args.vae_epochs)
     prediff, _ = load_prediff(str(ldm_ckpt))
     datamodule = _datamodule(config)
     estimator = EnergyEstimator(EnergyEstimatorConfig(widths=(16, 32, 32)))
@@ -160,7 +180,7 @@ def run_nbody(args: argparse.Namespace) -> dict:
         _trainer(args.epochs, root).fit(system, datamodule=datamodule)
         torch.save(estimator.state_dict(), est_path)
     constraint = NBodyEnergy(estimator.eval()).eval()
-    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.alignment_epochs)
+    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args)
     report_alignment = _alignment_skill(net, prediff, constraint, datamodule)
     batch = datamodule.first_test_batch(args.contexts)
     context = batch["inputs"]
@@ -185,40 +205,61 @@ def run_nbody(args: argparse.Namespace) -> dict:
     return report
 
 
+def _intensity_run(prediff, net, constraint, batch, scale: float, n: float, args) -> tuple[dict, Tensor]:
+    """One guided ensemble for F₀ = μ + nσ: the request, what the members achieved (also in σ), scores."""
+    context = batch["inputs"]
+
+    def guidance(ctx):
+        per_context = ctx[:: args.members]  # the ensemble is sampled as (B S), members fastest
+        return make_guidance(net, constraint, per_context, scale, num_samples=args.members, n_sigma=n)
+
+    ensemble = _ensemble(prediff, context, args.members, args.steps, guidance if scale > 0 else None)
+    mu, sigma = constraint.regressor(context)  # (B, 1) each, from the context only
+    achieved = ensemble.mean(dim=(2, 3, 4, 5))  # (B, S) mean intensity of every member
+    row = {
+        "requested_mean_intensity": float((mu + n * sigma).mean()),
+        "sample_mean_intensity": float(achieved.mean()),
+        # where the members landed, in σ above μ: should read n
+        "achieved_sigma": float(((achieved - mu) / sigma).mean()),
+        "abs_miss_sigma": float(((achieved - mu - n * sigma) / sigma).abs().mean()),
+        **_scores(ensemble, batch["targets"]),
+    }
+    return row, ensemble
+
+
+def _tune_scale(prediff, net, constraint, datamodule, args) -> dict[str, float]:
+    """Mean |miss| in σ for n = ±2 on *validation* contexts for each λ of ``--scales`` (test stays unseen)."""
+    batch = datamodule.spaced_batch("val", args.contexts)
+    misses = {}
+    for scale in args.scales:
+        rows = [_intensity_run(prediff, net, constraint, batch, scale, n, args)[0] for n in (-2.0, 2.0)]
+        misses[f"{scale:g}"] = sum(r["abs_miss_sigma"] for r in rows) / len(rows)
+    return misses
+
+
 def run_sevir(args: argparse.Namespace) -> dict:
     root = Path(args.work) / "sevir"
-    vae_ckpt, ldm_ckpt, config = _stages("sevir", root, args.epochs)
+    vae_ckpt, ldm_ckpt, config = _stages("sevir", root, args.epochs, args.vae_epochs)
     prediff, _ = load_prediff(str(ldm_ckpt))
     datamodule = _datamodule(config)
     constraint = MeanIntensity()
     constraint.regressor.fit(datamodule.train_dataloader())  # μ_τ, σ_τ from training contexts only
     constraint.eval()
-    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args.alignment_epochs)
-    report_alignment = _alignment_skill(net, prediff, constraint, datamodule)
-    batch = datamodule.first_test_batch(args.contexts)
-    context, targets = batch["inputs"], batch["targets"]
-    report = {"part": "sevir", "members": args.members, "steps": args.steps, "contexts": len(context)}
-    report["alignment_skill"] = report_alignment
-    plain = _ensemble(prediff, context, args.members, args.steps)
-    report["unguided"] = {"sample_mean_intensity": float(plain.mean()), **_scores(plain, targets)}
+    net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args)
+    report = {"part": "sevir", "members": args.members, "steps": args.steps, "contexts": args.contexts}
+    report["alignment_skill"] = _alignment_skill(net, prediff, constraint, datamodule)
+    misses = _tune_scale(prediff, net, constraint, datamodule, args)
+    scale = float(min(misses, key=misses.get))
+    report["validation_miss_sigma_by_lambda"] = misses
+    report["lambda"] = scale
+    batch = datamodule.spaced_batch("test", args.contexts)
+    report["unguided"], _ = _intensity_run(prediff, net, constraint, batch, 0.0, 0.0, args)
     rows = {}
     for n in args.sigmas:
-
-        def guidance(ctx, n=n):
-            return make_guidance(
-                net, constraint, ctx[:: args.members], args.scale, num_samples=args.members, n_sigma=n
-            )
-
-        ensemble = _ensemble(prediff, context, args.members, args.steps, guidance)
-        requested = constraint.target(context, n_sigma=n)  # (B, 1)
-        achieved = ensemble.mean(dim=(2, 3, 4, 5))  # (B, S)
-        report[f"n={n:+g}"] = {
-            "requested_mean_intensity": float(requested.mean()),
-            "sample_mean_intensity": float(achieved.mean()),
-            **_scores(ensemble, targets),
-        }
+        report[f"n={n:+g}"], ensemble = _intensity_run(prediff, net, constraint, batch, scale, n, args)
         rows[n] = ensemble[0, 0, ..., 0].numpy()
-    _figure(rows, context[0, ..., 0].numpy(), targets[0, ..., 0].numpy(), RESULTS / "knowledge_sevir.png")
+    context, targets = batch["inputs"][0, ..., 0].numpy(), batch["targets"][0, ..., 0].numpy()
+    _figure(rows, context, targets, RESULTS / "knowledge_sevir.png")
     return report
 
 
@@ -241,14 +282,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("nbody", "sevir"), required=True)
     parser.add_argument("--work", default="runs/knowledge")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the latent diffusion model")
+    parser.add_argument("--vae-epochs", type=int, default=2)
     parser.add_argument("--alignment-epochs", type=int, default=30)
+    parser.add_argument(
+        "--alignment-target",
+        choices=("data", "decoded"),
+        default="decoded",
+        help="U_φ learns F of the real future (reference) or of the decoded latent",
+    )
+    parser.add_argument("--latent-jitter", type=float, default=0.5, help="with --alignment-target decoded")
     parser.add_argument("--contexts", type=int, default=16)
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--scale", type=float, default=50.0, help="λ of the sevir part")
     parser.add_argument(
-        "--scales", type=float, nargs="+", default=[10.0, 50.0], help="λ values of the nbody part"
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[10.0, 50.0],
+        help="λ values: nbody reports each; sevir picks the one that best meets n = ±2 on validation",
     )
     parser.add_argument("--sigmas", type=float, nargs="+", default=[-4, -2, 0, 2, 4])
     args = parser.parse_args()

@@ -6,10 +6,10 @@ Usage (after ``make demo``, which trains a small PreDiff into runs/demo/prediff/
         --contexts 16 --members 8 --ddim-steps 50
 
 Both samplers draw the same number of members for the same test contexts of the checkpoint's
-data; the scores are computed on the [0, 1] scale: CRPS (ecdf) of the ensemble and CSI-M of
-the ensemble mean over the pixel thresholds 16/74/133/160/181/219 of 255 (the N-body
-convention of ``training/scoring.py``). Prints one JSON object (also written to
-``benchmarks/results/prediff_sampling_<time>.json``).
+data (evenly spaced over the test split); the scores are computed on the [0, 1] scale: CRPS
+(ecdf) of the ensemble and CSI-M of the ensemble mean over the pixel thresholds
+16/74/133/160/181/219 of 255 (the N-body convention of ``training/scoring.py``). Prints one
+JSON object (also written to ``benchmarks/results/prediff_sampling_<time>.json``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from earthcast.metrics import get_metric
 from earthcast.metrics.categorical import SEVIR_THRESHOLDS
-from earthcast.metrics.probabilistic import CRPS
+from earthcast.metrics.probabilistic import CRPS, SpreadSkill
 from earthcast.training import load_config
 from earthcast.training.diffusion_module import load_prediff
 
@@ -38,7 +38,7 @@ def _contexts(ckpt: Path, count: int) -> dict[str, torch.Tensor]:
     datamodule = ForecastDataModule(config.data, seed=0)
     datamodule.prepare_data()
     datamodule.setup("test")
-    return datamodule.first_test_batch(count)
+    return datamodule.spaced_batch("test", count)
 
 
 def _score(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -46,7 +46,13 @@ def _score(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     crps.update(ensemble, targets)
     csi = get_metric("contingency", thresholds=SEVIR_THRESHOLDS, scale=255.0)
     csi.update(ensemble.mean(dim=1), targets)
-    return {"crps": float(crps.compute()), "csi_m": float(csi.compute()["csi_m"])}
+    spread = SpreadSkill()
+    spread.update(ensemble, targets)
+    return {
+        "crps": float(crps.compute()),
+        "csi_m": float(csi.compute()["csi_m"]),
+        "spread_skill_corrected": float(spread.compute()["spread_skill_corrected"]),
+    }
 
 
 def _run(model, batch, members: int, sampler: str, steps: int, seed: int) -> tuple[float, torch.Tensor]:

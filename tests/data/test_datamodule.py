@@ -58,6 +58,19 @@ def test_stages_build_only_their_splits(nbody_root):
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [10, 4, 4]
 
 
+def test_fixed_batches_first_and_evenly_spaced(nbody_root):
+    dm = create_datamodule("nbody", root=str(nbody_root), in_len=4, out_len=4)
+    dm.setup("fit")
+    dm.setup("test")
+    first = dm.first_test_batch(3)
+    assert first["inputs"].shape == (3, 4, 16, 16, 1) and first["targets"].shape == (3, 4, 16, 16, 1)
+    assert torch.equal(first["inputs"][1], dm.datasets["test"][1]["inputs"])
+    spaced = dm.spaced_batch("train", 4)  # 10 training sequences -> indices 0, 3, 6, 9
+    expected = torch.stack([dm.datasets["train"][i]["targets"] for i in (0, 3, 6, 9)])
+    assert torch.equal(spaced["targets"], expected)
+    assert len(dm.spaced_batch("val", 99)["inputs"]) == 4  # capped at the split's size
+
+
 def test_contract(nbody_root):
     dm = create_datamodule("nbody", root=str(nbody_root), in_len=3, out_len=5, options={"rescale": "255"})
     dm.setup("test")

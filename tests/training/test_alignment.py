@@ -133,3 +133,35 @@ def test_mismatched_parts_fail_early():
         )
     with pytest.raises(ValueError, match="needs a `constraint` or a `constraint_name`"):
         AlignmentSystem(vae, AlignmentNetwork(get_alignment_config("alignment_tiny")))
+
+
+def test_decoded_targets_read_the_decoder_and_jitter_perturbs_the_latent():
+    system = _system()
+    batch = _batches(1, seed=3)[0]
+    z_data, f_data = system.regression_pair(batch, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(f_data, system.constraint.statistic(batch["targets"], batch["inputs"]))
+
+    system.target = "decoded"
+    z_dec, f_dec = system.regression_pair(batch, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(z_dec, z_data)  # same posterior sample, no jitter
+    decoded = system.vae.decode(z_dec)
+    torch.testing.assert_close(f_dec, system.constraint.statistic(decoded, batch["inputs"]))
+    assert not torch.allclose(f_dec, f_data)  # an untrained decoder does not give the data back
+
+    system.latent_jitter = 0.5
+    z_jit, f_jit = system.regression_pair(batch, torch.Generator().manual_seed(5))
+    shift = (z_jit - z_data).flatten(1).std(dim=1)  # per-sample size u·j with u ~ U(0, 1)
+    assert bool((shift > 0).all()) and bool((shift < 0.5 * 1.2).all())
+    torch.testing.assert_close(f_jit, system.constraint.statistic(system.vae.decode(z_jit), batch["inputs"]))
+
+
+def test_bad_target_options_are_named():
+    vae = AutoencoderKL(get_preset("vae_tiny"))
+    net = AlignmentNetwork(get_alignment_config("alignment_tiny"))
+    constraint = get_constraint("mean_intensity")
+    with pytest.raises(ValueError, match="target='decod': choose 'data'"):
+        AlignmentSystem(vae, net, constraint, target="decod")
+    with pytest.raises(ValueError, match="latent_jitter > 0 needs target='decoded'"):
+        AlignmentSystem(vae, net, constraint, latent_jitter=0.1)
+    with pytest.raises(ValueError, match="latent_scale > 0"):
+        AlignmentSystem(vae, net, constraint, target="decoded", latent_scale=0.0)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,21 @@ class ForecastDataModule(L.LightningDataModule):
 
         For evaluations that score a fixed, small set of contexts (ensemble demos and benchmarks).
         """
-        dataset = self.test_dataset
-        items = [dataset[i] for i in range(min(count, len(dataset)))]
+        return self._stack(self.test_dataset, range(min(count, len(self.test_dataset))))
+
+    def spaced_batch(self, split: str, count: int) -> dict[str, torch.Tensor]:
+        """``count`` sequences evenly spaced over a split, as one batch (``inputs``/``targets``).
+
+        Neighbouring windows often come from the same event; spacing them out gives a fixed set of
+        contexts that covers the split (e.g. to tune a guidance scale on validation, then score on test).
+        """
+        dataset = self._dataset(split)
+        positions = torch.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().long()
+        return self._stack(dataset, positions.unique().tolist())
+
+    @staticmethod
+    def _stack(dataset: Dataset, indices: Iterable[int]) -> dict[str, torch.Tensor]:
+        items = [dataset[i] for i in indices]
         return {key: torch.stack([item[key] for item in items]) for key in ("inputs", "targets")}
 
     def _dataset(self, split: str) -> Dataset:

@@ -16,6 +16,18 @@ built from recorded configs) and adds, and only adds (SPEC §5.5):
    the forecast is judged by the same estimator, so training on the estimator's reading keeps one
    definition of F throughout (and the true energy at the last context frame is not the future's
    anyway, because clipping and walls break conservation).
+   **Decoded targets and latent jitter** (``target="decoded"``, ``latent_jitter=j``; off by
+   default, which is the reference recipe). Guidance moves latents along ∇U_φ, and forecasts are
+   ``decode(z)``, so what must be right is U_φ's reading of *the decoder's output* for latents a
+   little off the encoder's manifold. Trained only on encoder latents of real futures, U_φ can be
+   fooled there: measured on synthetic SEVIR-LR, guidance toward −2σ brought U_φ's reading to the
+   request while the decoded intensity moved a third as far (README, *Knowledge control*). With
+   ``target="decoded"`` the statistic is ``F(decode(z̃_0), y)`` and ``z̃_0 = z_0 + j·u·δ``
+   (``δ ~ N(0, I)``, ``u ~ U(0, 1)`` per sample, so both on- and off-manifold latents are seen), so
+   the regression learns F∘decode around the manifold and its gradient points where the decoded
+   statistic actually changes. Jitter needs decoded targets (the data's F says nothing about a
+   perturbed latent). ``latent_scale`` must equal the diffusion model's (PreDiff multiplies
+   encoder latents by it before diffusion; 1.0 in every preset).
 2. **Validation** uses a fixed noise/timestep stream per batch (seeded by the batch index), so
    ``val/loss`` is comparable between epochs.
 3. **Optimisation**: AdamW + warm-up/cosine from ``training/optim.py`` over U_φ only, with the
@@ -71,6 +83,11 @@ class AlignmentSystem(L.LightningModule):
         alignment_config, constraint_name, constraint_options: recorded so the parts rebuild.
         schedule: fields of :class:`NoiseSchedule` (``None``: the PreDiff default).
         optim: fields of :class:`OptimConfig` overriding :data:`REFERENCE_OPTIM`.
+        target: ``"data"`` (F of the real future, the reference) | ``"decoded"`` (F of the decoded
+            latent; see the module docstring).
+        latent_jitter: ``j ≥ 0``, the largest std of the Gaussian perturbation of ``z_0`` (needs
+            ``target="decoded"`` when > 0).
+        latent_scale: the diffusion model's latent scale (latents are ``encode(x) · latent_scale``).
         vae_config, earthcast_version: provenance written into checkpoints; not used.
     """
 
@@ -85,10 +102,14 @@ class AlignmentSystem(L.LightningModule):
         constraint_options: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
+        target: str = "data",
+        latent_jitter: float = 0.0,
+        latent_scale: float = 1.0,
         vae_config: dict[str, Any] | None = None,
         earthcast_version: str | None = None,
     ) -> None:
         super().__init__()
+        _check_target(target, latent_jitter, latent_scale)
         self.save_hyperparameters(ignore=["vae", "alignment_net", "constraint"])
         self.vae = vae.requires_grad_(False).eval()
         self.net = alignment_net if alignment_net is not None else _build_net(alignment_config)
@@ -97,6 +118,7 @@ class AlignmentSystem(L.LightningModule):
         self.constraint = constraint.requires_grad_(False)
         self.schedule = NoiseSchedule(**(schedule or {}))
         self.optim_config = optim_config_from_dict(optim, REFERENCE_OPTIM)
+        self.target, self.latent_jitter, self.latent_scale = target, float(latent_jitter), float(latent_scale)
         _check_parts(self.vae, self.net, self.constraint)
         self.hparams.update(self._recipe())
 
@@ -135,15 +157,32 @@ class AlignmentSystem(L.LightningModule):
             batch: ``inputs (B, T_in, H, W, C)``, ``targets (B, T_out, H, W, C)``.
             generator: source of the posterior sample, ``t`` and ``ε`` (``None``: the global RNG).
         """
-        inputs, targets = batch["inputs"], batch["targets"]  # (B, T_in, H, W, C), (B, T_out, H, W, C)
-        with torch.no_grad():
-            z0 = self.vae.encode(torch.nan_to_num(targets)).sample(generator=generator)  # (B, T_out, h, w, c)
-            statistic = self.constraint.statistic(targets, inputs).float()  # (B, K)
+        z0, statistic = self.regression_pair(batch, generator)  # (B, T_out, h, w, c), (B, K)
         b = z0.shape[0]
         t = torch.randint(0, self.schedule.num_train_timesteps, (b,), generator=generator, device=z0.device)
         eps = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         z_t = self.schedule.add_noise(z0, eps, t)  # (B, T_out, h, w, c)
         return F.mse_loss(self(z_t, t), statistic)
+
+    @torch.no_grad()
+    def regression_pair(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The clean latent ``z_0 (B, T_out, h, w, c)`` and the statistic ``F (B, K)`` U_φ must read."""
+        inputs, targets = batch["inputs"], batch["targets"]  # (B, T_in, H, W, C), (B, T_out, H, W, C)
+        z0 = self.vae.encode(torch.nan_to_num(targets)).sample(generator=generator)  # (B, T_out, h, w, c)
+        z0 = self._jitter(z0 * self.latent_scale, generator)
+        if self.target == "decoded":
+            targets = self.vae.decode(z0 / self.latent_scale)  # what a forecast with this latent shows
+        return z0, self.constraint.statistic(targets, inputs).float()
+
+    def _jitter(self, z0: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``z_0 + j·u·δ`` with ``u ~ U(0, 1)`` per sample and ``δ ~ N(0, I)`` (``z_0`` when ``j = 0``)."""
+        if self.latent_jitter == 0.0:
+            return z0
+        kwargs = {"generator": generator, "device": z0.device, "dtype": z0.dtype}
+        size = torch.rand((z0.shape[0],) + (1,) * (z0.ndim - 1), **kwargs) * self.latent_jitter  # (B, 1, …)
+        return z0 + size * torch.randn(z0.shape, **kwargs)
 
     def _common_step(self, batch: dict[str, Any], stage: str, generator: torch.Generator | None) -> Tensor:
         loss = self.loss(batch, generator)
@@ -234,6 +273,18 @@ def _build_constraint(name: str | None, options: dict[str, Any] | None) -> Const
             f"AlignmentSystem needs a `constraint` or a `constraint_name` ({', '.join(CONSTRAINTS.names())})"
         )
     return CONSTRAINTS.create(name, **(options or {}))
+
+
+def _check_target(target: str, latent_jitter: float, latent_scale: float) -> None:
+    if target not in ("data", "decoded"):
+        raise ValueError(f"target={target!r}: choose 'data' (F of the real future) or 'decoded'")
+    if latent_jitter < 0 or latent_scale <= 0:
+        raise ValueError(f"need latent_jitter >= 0 and latent_scale > 0, got {latent_jitter}, {latent_scale}")
+    if latent_jitter > 0 and target != "decoded":
+        raise ValueError(
+            "latent_jitter > 0 needs target='decoded': the real future's statistic does not describe a "
+            "perturbed latent"
+        )
 
 
 def _check_parts(vae: nn.Module, net: AlignmentNetwork, constraint: Constraint) -> None:
