@@ -55,13 +55,23 @@ def _score(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _run(model, batch, members: int, sampler: str, steps: int, seed: int) -> tuple[float, torch.Tensor]:
+def _run(
+    model, batch, members: int, sampler: str, steps: int, seed: int, eta: float = 0.0
+) -> tuple[float, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     ensemble = model.forecast(
-        batch["inputs"], members, sampler=sampler, num_inference_steps=steps, eta=0.0, generator=generator
+        batch["inputs"], members, sampler=sampler, num_inference_steps=steps, eta=eta, generator=generator
     )  # (B, S, T_out, H, W, C)
     return time.perf_counter() - start, ensemble
+
+
+def _changes(prefix: str, new: dict[str, float], ddpm: dict[str, float]) -> dict[str, float]:
+    """Relative change (%) of CRPS and CSI-M from the DDPM-1000 ensemble to ``new``."""
+    return {
+        f"{prefix}{key}_change_pct": 100 * (new[key] - ddpm[key]) / max(abs(ddpm[key]), 1e-12)
+        for key in ("crps", "csi_m")
+    }
 
 
 def main() -> None:
@@ -72,27 +82,37 @@ def main() -> None:
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM η (DDPM is always ancestral)")
+    parser.add_argument(
+        "--noise-floor", action="store_true", help="also rerun DDPM with another seed (chance differences)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, _ = load_prediff(str(args.ckpt))
     batch = _contexts(args.ckpt, args.contexts)
     results = {}
-    chains = (("ddpm", "ddpm", model.schedule.num_train_timesteps), ("ddim", "ddim", args.ddim_steps))
-    for name, sampler, steps in chains:
-        seconds, ensemble = _run(model, batch, args.members, sampler, steps, args.seed)
+    chains = {
+        "ddpm": ("ddpm", model.schedule.num_train_timesteps, args.seed),
+        "ddim": ("ddim", args.ddim_steps, args.seed),
+    }
+    if args.noise_floor:  # the same DDPM chain with other noise: how much scores move by chance
+        chains["ddpm_reseeded"] = ("ddpm", model.schedule.num_train_timesteps, args.seed + 1)
+    for name, (sampler, steps, seed) in chains.items():
+        seconds, ensemble = _run(model, batch, args.members, sampler, steps, seed, args.eta)
         results[name] = {"steps": steps, "seconds_per_ensemble": seconds / len(batch["inputs"])}
         results[name].update(_score(ensemble, batch["targets"]))
-    ddpm, ddim = results["ddpm"], results["ddim"]
     report = {
         "checkpoint": str(args.ckpt),
         "contexts": len(batch["inputs"]),
         "members": args.members,
         "threads": args.threads,
+        "ddim_eta": args.eta,
         **results,
-        "speedup": ddpm["seconds_per_ensemble"] / ddim["seconds_per_ensemble"],
-        "crps_change_pct": 100 * (ddim["crps"] - ddpm["crps"]) / ddpm["crps"],
-        "csi_m_change_pct": 100 * (ddim["csi_m"] - ddpm["csi_m"]) / max(ddpm["csi_m"], 1e-12),
+        "speedup": results["ddpm"]["seconds_per_ensemble"] / results["ddim"]["seconds_per_ensemble"],
+        **_changes("", results["ddim"], results["ddpm"]),
     }
+    if args.noise_floor:
+        report.update(_changes("reseeded_", results["ddpm_reseeded"], results["ddpm"]))
     out = Path(__file__).parent / "results" / f"prediff_sampling_{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
