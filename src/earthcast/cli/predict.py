@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ens.add_argument("--num-samples", type=int, help="ensemble members S (default: the checkpoint's, 8)")
     ens.add_argument("--sampler", choices=("ddim", "ddpm"), help="reverse-diffusion sampler (default ddim)")
     ens.add_argument("--steps", type=int, help="denoising steps (default 50 for DDIM; DDPM uses all 1000)")
-    ens.add_argument("--eta", type=float, help="DDIM stochasticity in [0, 1] (default 0)")
+    ens.add_argument("--eta", type=float, help="DDIM stochasticity in [0, 1] (default 1)")
     ens.add_argument("--seed", type=int, default=0, help="seed of the ensemble noise (default 0)")
     ens.add_argument(
         "--alignment", type=Path, metavar="CKPT", help="knowledge control: a trained alignment checkpoint"

@@ -43,13 +43,15 @@ class SamplingConfig:
         sampler: ``"ddim"`` (default; 50 steps are ≥ 20× faster than the reference's DDPM-1000)
             or ``"ddpm"`` (ancestral, all steps: the reference's sampler).
         num_inference_steps: chain length (DDPM needs the schedule's 1000 for the exact chain).
-        eta: DDIM stochasticity (0 = deterministic given z_T; 1 = DDPM-like variance).
+        eta: DDIM stochasticity (0 = deterministic given z_T; 1 = DDPM-like variance). Default 1:
+            measured on a trained SEVIR-LR model (README, *PreDiff*), DDIM-50 with η = 1 matches
+            DDPM-1000 (CRPS −1.4 %, CSI-M +0.3 %) while η = 0 loses 10.6 % CSI-M.
         num_samples: ensemble members ``S``.
     """
 
     sampler: Literal["ddim", "ddpm"] = "ddim"
     num_inference_steps: int = 50
-    eta: float = 0.0
+    eta: float = 1.0
     num_samples: int = 8
 
     def __post_init__(self) -> None:
