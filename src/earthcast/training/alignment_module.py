@@ -59,6 +59,7 @@ from earthcast.models.prediff.knowledge.constraints import CONSTRAINTS, Constrai
 from earthcast.training.checkpoint import network_state, read_checkpoint
 from earthcast.training.config import OptimConfig, optim_config_from_dict
 from earthcast.training.optim import lightning_optimizers
+from earthcast.training.stage_logging import log_stage_loss
 
 NET_PREFIX = "net."
 CONSTRAINT_PREFIX = "constraint."
@@ -186,16 +187,7 @@ class AlignmentSystem(L.LightningModule):
 
     def _common_step(self, batch: dict[str, Any], stage: str, generator: torch.Generator | None) -> Tensor:
         loss = self.loss(batch, generator)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=on_step,
-            sync_dist=not on_step,
-            batch_size=len(batch["inputs"]),
-        )
+        log_stage_loss(self, stage, loss, len(batch["inputs"]))
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -36,6 +36,7 @@ from earthcast.models.prediff.knowledge.energy import EnergyEstimator, EnergyEst
 from earthcast.training.checkpoint import network_state, read_checkpoint
 from earthcast.training.config import OptimConfig, optim_config_from_dict
 from earthcast.training.optim import lightning_optimizers
+from earthcast.training.stage_logging import log_stage_loss
 
 ESTIMATOR_PREFIX = "estimator."
 
@@ -117,10 +118,7 @@ class EstimatorSystem(L.LightningModule):
         frames, energy = self.clips(batch) if stage == "train" else (batch["inputs"], batch["meta"]["energy"])
         energy = energy.to(frames)  # (N,)
         loss = energy_mse_loss(self.estimator, frames, energy)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, batch_size=len(frames)
-        )
+        log_stage_loss(self, stage, loss, len(frames))
         if stage != "train":
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(self.estimator(frames)[:, 0].detach(), energy)

@@ -34,6 +34,7 @@ from earthcast.training.config import optim_config_from_dict
 from earthcast.training.ema import EMA
 from earthcast.training.optim import lightning_optimizers, total_steps
 from earthcast.training.scoring import Scoring, scoring_for
+from earthcast.training.stage_logging import log_stage_loss
 
 _SHAPE_KEYS = ("in_len", "out_len", "height", "width", "channels_in", "channels_out")
 
@@ -192,16 +193,7 @@ class ForecastSystem(L.LightningModule):
             auxiliary = net.auxiliary_loss()
             self.log("train/aux_loss", auxiliary, on_step=True, on_epoch=True, batch_size=len(inputs))
             loss = loss + auxiliary
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=on_step,
-            sync_dist=not on_step,
-            batch_size=len(inputs),
-        )
+        log_stage_loss(self, stage, loss, len(inputs))
         if stage != "train":
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             self.scoring.update(dict(metrics.items()), pred.detach().float(), targets.float(), batch)
