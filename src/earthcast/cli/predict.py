@@ -61,7 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "intensity, e.g. --anticipate=+2sigma (write it with '=' for negative values)",
     )
     ens.add_argument(
-        "--guidance-scale", type=float, default=50.0, help="knowledge-control strength lambda (default 50)"
+        "--guidance-scale",
+        type=float,
+        default=50.0,
+        help="knowledge-control strength lambda (default 50, the reference's); it depends on the model "
+        "and the step count: tune it on validation data (benchmarks/knowledge_control.py does)",
     )
     p.add_argument("--title", help="global 'title' attribute")
     p.add_argument("--institution", help="global 'institution' attribute")
