@@ -40,7 +40,7 @@ class SamplingConfig:
     """How ``PreDiff.forward`` draws forecasts (``forecast`` takes each as an argument too).
 
     Attributes:
-        sampler: ``"ddim"`` (default; 50 steps are ≥ 20× faster than the reference's DDPM-1000)
+        sampler: ``"ddim"`` (default; 50 steps are about 20× faster than the reference's DDPM-1000)
             or ``"ddpm"`` (ancestral, all steps: the reference's sampler).
         num_inference_steps: chain length (DDPM needs the schedule's 1000 for the exact chain).
         eta: DDIM stochasticity (0 = deterministic given z_T; 1 = DDPM-like variance). Default 1:
