@@ -1,4 +1,5 @@
-"""Shared test configuration: deterministic seeds, small threads, the reference-venv locator."""
+"""Shared test configuration: deterministic seeds, small threads, the reference-venv locator, and
+``quiet_trainer`` (a CPU Lightning trainer with no logger, checkpoints, bars or sanity check)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -41,3 +43,18 @@ def ref_python():
     if shared_dir() is None:
         pytest.skip("../shared/bench/bench_ref.py not found (set EARTHCAST_SHARED)")
     return py
+
+
+def quiet_trainer(max_steps: int, **kwargs) -> L.Trainer:
+    """One-device CPU trainer that writes nothing and prints nothing; ``kwargs`` add or override flags."""
+    flags = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_steps": max_steps,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return L.Trainer(**{**flags, **kwargs})

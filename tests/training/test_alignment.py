@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -11,6 +10,7 @@ from earthcast.models.prediff.denoiser import AlignmentNetwork, get_alignment_co
 from earthcast.models.prediff.knowledge import EnergyEstimator, NBodyEnergy, get_constraint
 from earthcast.models.prediff.vae import AutoencoderKL, get_preset
 from earthcast.training.alignment_module import AlignmentSystem, load_alignment
+from tests.conftest import quiet_trainer
 
 
 def _batches(n: int, seed: int, batch: int = 4) -> list[dict[str, torch.Tensor]]:
@@ -63,16 +63,7 @@ def test_loss_drops_on_a_fixed_batch():
 @pytest.mark.filterwarnings("ignore:Found .* module\\(s\\) in eval mode")
 def test_fit_and_checkpoint_round_trip(tmp_path):
     system = _system()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_steps=3, default_root_dir=tmp_path)
     loader = DataLoader(_batches(3, seed=1), batch_size=None)
     trainer.fit(system, train_dataloaders=loader, val_dataloaders=loader)
     assert {"train/loss_epoch", "val/loss"} <= set(trainer.callback_metrics)

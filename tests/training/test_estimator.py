@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import lightning as L
 import pytest
 import torch
 
@@ -13,6 +10,7 @@ from earthcast.data.nbody import NBodyConfig, nbody_energy
 from earthcast.models.prediff.knowledge import EnergyEstimator
 from earthcast.models.prediff.knowledge.energy import energy_mse_loss
 from earthcast.training.estimator_module import EstimatorSystem, load_energy_estimator, training_statistics
+from tests.conftest import quiet_trainer
 
 TINY = {"size": 16, "seq_len": 8, "n_train": 32, "n_val": 8, "n_test": 8}
 
@@ -34,21 +32,6 @@ def datamodule(tmp_path_factory: pytest.TempPathFactory):
     dm.prepare_data()
     dm.setup("fit")
     return dm
-
-
-def _trainer(tmp_path: Path, max_steps: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        default_root_dir=tmp_path,
-    )
 
 
 def _train_loss(system: EstimatorSystem, dm) -> float:
@@ -77,7 +60,7 @@ def test_estimator_training_reduces_the_loss_and_reloads(datamodule, tmp_path):
     system = EstimatorSystem(
         EnergyEstimator(widths=(8, 16), grid=2, hidden=32), use_targets=True, optim={"lr": 3e-3}
     )
-    trainer = _trainer(tmp_path, max_steps=60)
+    trainer = quiet_trainer(max_steps=60, limit_val_batches=1, default_root_dir=tmp_path)
     energies, moments = training_statistics(datamodule.train_dataset, 1024)
     system.estimator.set_normalization(float(energies.mean()), float(energies.std()), moments)
     before = _train_loss(system, datamodule)

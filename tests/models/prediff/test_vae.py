@@ -21,6 +21,7 @@ from earthcast.models.prediff.vae import (
 from earthcast.models.prediff.vae.config import group_count
 from earthcast.models.prediff.vae.loss import adaptive_weight, hinge_d_loss
 from earthcast.training.vae_module import VAESystem, load_vae
+from tests.conftest import quiet_trainer
 
 # overfitting runs have no validation loader on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
@@ -243,20 +244,6 @@ class _Sequences(Dataset):
         return {"inputs": self.frames[i, :2], "targets": self.frames[i, 2:]}
 
 
-def _trainer(max_steps: int, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
-
-
 def _l1(system: VAESystem, data: _Sequences) -> float:
     frames = data.frames
     with torch.no_grad():
@@ -268,7 +255,7 @@ def test_training_overfits_a_fixed_batch():
     system = VAESystem(tiny(use_discriminator=False), optim={"lr": 3e-3, "warmup_fraction": 0.0})
     before = _l1(system, data)
     loader = DataLoader(data, batch_size=8)
-    _trainer(max_steps=40).fit(system, loader)
+    quiet_trainer(max_steps=40).fit(system, loader)
     assert system.discriminator is None
     assert int(system.generator_steps) == 40
     after = _l1(system, data)
@@ -293,7 +280,7 @@ def test_gan_switches_on_after_disc_start_and_round_trips(tmp_path):
     vae = tiny()  # vae_tiny: GAN from generator step 2, 2-layer critic
     system = VAESystem(vae, optim={"lr": 1e-3})
     watch = _CriticWatch()
-    trainer = _trainer(max_steps=100, max_epochs=1, limit_val_batches=1, callbacks=[watch])
+    trainer = quiet_trainer(max_steps=100, max_epochs=1, limit_val_batches=1, callbacks=[watch])
     loader = DataLoader(_Sequences(10), batch_size=2)
     trainer.fit(system, loader, loader)
     # 5 batches: generator steps 0–4, critic from step 2 on; Lightning counts both optimisers
@@ -319,7 +306,7 @@ def test_nan_pixels_are_ignored_in_training():
     data = _Sequences(4)
     data.frames[0, 0, :4] = float("nan")
     system = VAESystem(tiny(use_discriminator=False), accumulate_grad_batches=2)
-    _trainer(max_steps=-1, max_epochs=1).fit(system, DataLoader(data, batch_size=2))
+    quiet_trainer(max_steps=-1, max_epochs=1).fit(system, DataLoader(data, batch_size=2))
     assert int(system.generator_steps) == 1  # two batches, accumulated into one step
     assert all(torch.isfinite(p).all() for p in system.vae.parameters())
     assert torch.isfinite(system.trainer.callback_metrics["train/loss"])
