@@ -1,4 +1,5 @@
-"""Timing/memory protocol shared by the earthcast benchmarks (mirrors shared/bench/bench_ref.py).
+"""Timing/memory protocol shared by the earthcast benchmarks (mirrors shared/bench/bench_ref.py),
+and the ensemble scores the PreDiff benchmarks report (``ensemble_scores``).
 
 * forward: ``eval()`` + ``torch.no_grad()``; forward+backward: ``train()`` (dropout on), MSE to a
   fixed random target, ``backward()``, gradients reset (``set_to_none``) before each iteration.
@@ -137,3 +138,25 @@ def matmul_peak_flops(device: torch.device, dtype=torch.float32, n: int = 2048, 
         _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+def ensemble_scores(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """CRPS (ecdf), CSI-M of the ensemble mean (SEVIR thresholds of 255 on the [0, 1] scale), MSE of
+    the ensemble mean and the corrected spread/skill: ``ensemble (B, S, T, H, W, C)``, ``targets
+    (B, T, H, W, C)``."""
+    from earthcast.metrics import get_metric
+    from earthcast.metrics.categorical import SEVIR_THRESHOLDS
+    from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+
+    mean = ensemble.mean(dim=1)  # (B, T, H, W, C)
+    crps, spread = CRPS("ecdf"), SpreadSkill()
+    crps.update(ensemble, targets)
+    spread.update(ensemble, targets)
+    csi = get_metric("contingency", thresholds=SEVIR_THRESHOLDS, scale=255.0)
+    csi.update(mean, targets)
+    return {
+        "crps": float(crps.compute()),
+        "csi_m": float(csi.compute()["csi_m"]),
+        "mse": float((mean - targets).square().mean()),
+        "spread_skill_corrected": float(spread.compute()["spread_skill_corrected"]),
+    }

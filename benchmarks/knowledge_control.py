@@ -30,10 +30,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from _harness import ensemble_scores
 from earthcast.data.datamodule import ForecastDataModule
-from earthcast.metrics import get_metric
-from earthcast.metrics.categorical import SEVIR_THRESHOLDS
-from earthcast.metrics.probabilistic import CRPS, SpreadSkill
 from earthcast.models.prediff.denoiser.alignment import AlignmentNetwork
 from earthcast.models.prediff.denoiser.config import get_alignment_config
 from earthcast.models.prediff.knowledge import make_guidance
@@ -151,22 +149,6 @@ def _ensemble(prediff, context, members, steps, guidance=None, seed=0) -> torch.
     )  # (B, S, T_out, H, W, C)
 
 
-def _scores(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    crps = CRPS("ecdf")
-    crps.update(ensemble, targets)
-    csi = get_metric("contingency", thresholds=SEVIR_THRESHOLDS, scale=255.0)
-    csi.update(ensemble.mean(dim=1), targets)
-    mse = (ensemble.mean(dim=1) - targets).square().mean()
-    spread = SpreadSkill()
-    spread.update(ensemble, targets)
-    return {
-        "crps": float(crps.compute()),
-        "csi_m": float(csi.compute()["csi_m"]),
-        "mse": float(mse),
-        "spread_skill_corrected": float(spread.compute()["spread_skill_corrected"]),
-    }
-
-
 def run_nbody(args: argparse.Namespace) -> dict:
     root = Path(args.work) / "nbody"
     vae_ckpt, ldm_ckpt, config = _stages("nbody", root, args.epochs, args.vae_epochs)
@@ -201,7 +183,7 @@ def run_nbody(args: argparse.Namespace) -> dict:
         report[f"lambda={scale:g}"] = {
             "e_mse": float(error.square().mean()),
             "e_mae": float(error.abs().mean()),
-            **_scores(ensemble, batch["targets"]),
+            **ensemble_scores(ensemble, batch["targets"]),
         }
     return report
 
@@ -223,7 +205,7 @@ def _intensity_run(prediff, net, constraint, batch, scale: float, n: float, args
         # where the members landed, in σ above μ: should read n
         "achieved_sigma": float(((achieved - mu) / sigma).mean()),
         "abs_miss_sigma": float(((achieved - mu - n * sigma) / sigma).abs().mean()),
-        **_scores(ensemble, batch["targets"]),
+        **ensemble_scores(ensemble, batch["targets"]),
     }
     return row, ensemble
 

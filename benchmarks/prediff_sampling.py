@@ -21,9 +21,7 @@ from pathlib import Path
 
 import torch
 
-from earthcast.metrics import get_metric
-from earthcast.metrics.categorical import SEVIR_THRESHOLDS
-from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+from _harness import ensemble_scores
 from earthcast.training import load_config
 from earthcast.training.diffusion_module import load_prediff
 
@@ -39,20 +37,6 @@ def _contexts(ckpt: Path, count: int) -> dict[str, torch.Tensor]:
     datamodule.prepare_data()
     datamodule.setup("test")
     return datamodule.spaced_batch("test", count)
-
-
-def _score(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    crps = CRPS("ecdf")
-    crps.update(ensemble, targets)
-    csi = get_metric("contingency", thresholds=SEVIR_THRESHOLDS, scale=255.0)
-    csi.update(ensemble.mean(dim=1), targets)
-    spread = SpreadSkill()
-    spread.update(ensemble, targets)
-    return {
-        "crps": float(crps.compute()),
-        "csi_m": float(csi.compute()["csi_m"]),
-        "spread_skill_corrected": float(spread.compute()["spread_skill_corrected"]),
-    }
 
 
 def _run(
@@ -100,7 +84,7 @@ def main() -> None:
     for name, (sampler, steps, seed) in chains.items():
         seconds, ensemble = _run(model, batch, args.members, sampler, steps, seed, args.eta)
         results[name] = {"steps": steps, "seconds_per_ensemble": seconds / len(batch["inputs"])}
-        results[name].update(_score(ensemble, batch["targets"]))
+        results[name].update(ensemble_scores(ensemble, batch["targets"]))
     report = {
         "checkpoint": str(args.ckpt),
         "contexts": len(batch["inputs"]),
