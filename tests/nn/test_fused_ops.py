@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from earthcast.nn.attention import _DropoutMatmul
 from earthcast.nn.dropout import Dropout, drop_mask, quantised
 from earthcast.nn.mlp import PositionwiseFFN, _FusedPreNormMLP
-from earthcast.nn.resample import Upsample2D, _NearestUpConv
+from earthcast.nn.resample import Upsample2D, _NearestUpConv, nearest_upsample_conv3x3
 
 
 def _plain_ffn(ffn: PositionwiseFFN, x, drop1=None, drop2=None, scale=1.0):
@@ -87,19 +87,48 @@ def test_dropout_matmul_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: _DropoutMatmul.apply(a, b, 0.25, 99), (probs, v))
 
 
-def test_nearest_upconv_equals_interpolate_then_conv():
-    up = Upsample2D(6, 4, (10, 14)).double()
-    x = torch.randn(2, 3, 5, 7, 6, dtype=torch.float64)
+@pytest.mark.parametrize(
+    ("small", "size"),
+    [((5, 7), (10, 14)), ((4, 3), (12, 9)), ((3, 5), (6, 15)), ((1, 1), (4, 2)), ((5, 7), (11, 14))],
+    ids=["x2", "x3", "x2-x3", "x4-x2-one-pixel", "not-whole"],
+)
+def test_upsample_equals_interpolate_then_conv(small, size):
+    """Sub-pixel form (whole factors) and the fallback both equal resize + 3×3 conv, grads too."""
+    up = Upsample2D(6, 4, size).double()
+    x = torch.randn(2, 3, *small, 6, dtype=torch.float64)
 
     def plain(t):
-        b = t.shape[0]
-        frames = t.permute(0, 1, 4, 2, 3).reshape(-1, 6, 5, 7)
-        out = up.conv(F.interpolate(frames, size=(10, 14), mode="nearest"))
-        return out.reshape(b, 3, 4, 10, 14).permute(0, 1, 3, 4, 2)
+        frames = t.permute(0, 1, 4, 2, 3).reshape(-1, 6, *small)
+        out = up.conv(F.interpolate(frames, size=size, mode="nearest"))
+        return out.reshape(2, 3, 4, *size).permute(0, 1, 3, 4, 2)
 
     for a, b in zip(_grads(up, x, up), _grads(up, x, plain)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        torch.testing.assert_close(up(x), plain(x), rtol=1e-10, atol=1e-10)
+
+
+def test_upsample_kernels_gradcheck():
     w = torch.randn(4, 6, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
     frames = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, c: _NearestUpConv.apply(a, b, c, (6, 8)), (frames, w, bias))
+    assert torch.autograd.gradcheck(lambda a, b, c: _NearestUpConv.apply(a, b, c, (7, 8)), (frames, w, bias))
+    assert torch.autograd.gradcheck(lambda a, b, c: nearest_upsample_conv3x3(a, b, c, (3, 2)), (frames, w, bias))
+
+
+def test_upsample_sub_pixel_form_needs_fewer_flops():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    up = Upsample2D(16, 16, (48, 48))
+    x = torch.randn(1, 2, 16, 16, 16)
+
+    def count(fn):  # convolution FLOPs only (folding the 3×3 weights costs a few more)
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_flop_counts()["Global"][torch.ops.aten.convolution]
+
+    frames = x.permute(0, 1, 4, 2, 3).reshape(-1, 16, 16, 16)
+    direct = count(lambda: up.conv(F.interpolate(frames, size=(48, 48), mode="nearest")))
+    folded = count(lambda: up(x))
+    # 4·s² taps on (h+1)(w+1) source pixels instead of 9·s² on h·w
+    assert folded / direct == pytest.approx(4 / 9 * (17 / 16) ** 2, rel=1e-3)
