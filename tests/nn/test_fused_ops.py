@@ -113,7 +113,9 @@ def test_upsample_kernels_gradcheck():
     bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
     frames = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b, c: _NearestUpConv.apply(a, b, c, (7, 8)), (frames, w, bias))
-    assert torch.autograd.gradcheck(lambda a, b, c: nearest_upsample_conv3x3(a, b, c, (3, 2)), (frames, w, bias))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: nearest_upsample_conv3x3(a, b, c, (3, 2)), (frames, w, bias)
+    )
 
 
 def test_upsample_sub_pixel_form_needs_fewer_flops():

@@ -104,7 +104,9 @@ def _block_taps(factor: int, device, dtype) -> Tensor:
     return taps
 
 
-def nearest_upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, factors: tuple[int, int]) -> Tensor:
+def nearest_upsample_conv3x3(
+    x: Tensor, weight: Tensor, bias: Tensor | None, factors: tuple[int, int]
+) -> Tensor:
     """``conv3×3(nearest_upsample(x, factors), padding=1)`` computed on the small grid.
 
     The upsampled grid splits into ``s_h × s_w`` blocks whose every pixel reads the same 2×2
@@ -147,7 +149,10 @@ class _BlocksToImage(torch.autograd.Function):
 
         def axis(n: int, s: int) -> list[tuple[slice, slice, slice]]:
             # (image phase, block index, block phase): phase 0 comes from the next block's last row
-            return [(slice(0, 1), slice(0, n), slice(s - 1, s)), (slice(1, s), slice(1, n + 1), slice(0, s - 1))]
+            return [
+                (slice(0, 1), slice(0, n), slice(s - 1, s)),
+                (slice(1, s), slice(1, n + 1), slice(0, s - 1)),
+            ]
 
         return [
             ((r_img, c_img), (r_src, r_blk, c_src, c_blk))
