@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from earthcast.nn.attention import _DropoutMatmul
-from earthcast.nn.dropout import Dropout, drop_mask, quantised
+from earthcast.nn.dropout import CHUNK, Dropout, apply_dropout_, drop_mask, quantised
 from earthcast.nn.mlp import PositionwiseFFN, _FusedPreNormMLP
 from earthcast.nn.resample import Upsample2D, _NearestUpConv, nearest_upsample_conv3x3
 
@@ -79,6 +79,23 @@ def test_dropout_is_unbiased_reproducible_and_consistent_in_backward():
     torch.manual_seed(7)
     assert torch.equal(layer(x), y)
     assert torch.equal(layer.eval()(x), x)
+
+
+def test_chunked_in_place_dropout_matches_the_mask_across_chunks_and_layouts():
+    """apply_dropout_ (chunked float multiplier) drops exactly drop_mask's elements, also past a
+    chunk boundary, on non-contiguous tensors (masked fallback), and for tensors sharing a mask."""
+    shape = (3, CHUNK // 2 + 7)  # 1.5 chunks + a ragged tail
+    x = torch.randn(shape, dtype=torch.float64)
+    drop = drop_mask(shape, 0.25, 11, x.device)
+    expected = x.masked_fill(drop, 0.0) * 1.5
+    torch.testing.assert_close(apply_dropout_(x.clone(), 0.25, 11, 1.5), expected, rtol=0, atol=0)
+    strided = x.t().contiguous().t()  # same values, column-major
+    torch.testing.assert_close(apply_dropout_(strided, 0.25, 11, 1.5), expected, rtol=0, atol=0)
+    a, b = torch.ones(shape), torch.full(shape, 2.0)
+    apply_dropout_((a, b), 0.25, 11, (1.0, 3.0))
+    assert torch.equal(a == 0, drop) and torch.equal(b == 0, drop)
+    assert torch.all(b[~drop] == 6.0)
+    assert abs(drop.float().mean().item() - 0.25) < 0.002
 
 
 def test_dropout_matmul_gradcheck():

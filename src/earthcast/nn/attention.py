@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from earthcast.nn.dropout import drop_mask, new_seed, quantised
+from earthcast.nn.dropout import apply_dropout_, new_seed, quantised
 
 Backend = Literal["auto", "sdpa", "eager"]
 BACKENDS = ("auto", "sdpa", "eager")
@@ -148,15 +148,16 @@ class _DropoutMatmul(torch.autograd.Function):
     def forward(ctx, probs: Tensor, v: Tensor, p: float, seed: int) -> Tensor:
         ctx.save_for_backward(probs, v)
         ctx.p, ctx.seed, ctx.scale = p, seed, quantised(p)[1]
-        dropped = probs.masked_fill(drop_mask(probs.shape, p, seed, probs.device), 0.0)
+        dropped = apply_dropout_(probs.clone(memory_format=torch.contiguous_format), p, seed)
         return torch.matmul(dropped, v).mul_(ctx.scale)  # rescale the (smaller) output
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         probs, v = ctx.saved_tensors
-        drop = drop_mask(probs.shape, ctx.p, ctx.seed, probs.device)
-        g_v = torch.matmul(probs.masked_fill(drop, 0.0).transpose(-2, -1), grad).mul_(ctx.scale)
-        g_probs = torch.matmul(grad, v.transpose(-2, -1)).masked_fill_(drop, 0.0).mul_(ctx.scale)
+        dropped = probs.clone(memory_format=torch.contiguous_format)
+        g_probs = torch.matmul(grad, v.transpose(-2, -1))
+        apply_dropout_((dropped, g_probs), ctx.p, ctx.seed, (1.0, ctx.scale))  # one mask, drawn once
+        g_v = torch.matmul(dropped.transpose(-2, -1), grad).mul_(ctx.scale)
         return g_probs, _unbroadcast(g_v, v.shape), None, None
 
 

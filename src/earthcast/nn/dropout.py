@@ -4,14 +4,19 @@
 saves a float32 noise tensor for backward (4 bytes/element). Here the drop-mask comes from a
 seeded SFC64 stream of 64-bit words viewed as 16-bit lanes (one word gives four elements, ≈10×
 faster than ``bernoulli_``) and is *regenerated* in backward from the seed, so dropout keeps only
-an integer for backward. The drop probability is quantised to 1/65536 and the rescaling uses the
-quantised value, so the layer stays unbiased. Seeds come from torch's global generator, so
+an integer for backward. The stream is drawn in chunks of ``CHUNK`` elements (one generator per
+``(seed, chunk)``), so :func:`apply_dropout_` can drop in place chunk by chunk with a small float
+multiplier: ~4× faster than ``masked_fill_`` (a scalar loop on CPU) and without a full-size mask.
+The drop probability is quantised to 1/65536 and the rescaling uses the quantised value, so the
+layer stays unbiased. Seeds come from torch's global generator, so
 ``torch.manual_seed`` makes runs reproducible.
 
 On CUDA the fused native kernel is already fast and memory-lean; it is used as is.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,18 +32,60 @@ def quantised(p: float) -> tuple[int, float]:
     return drop, 1.0 / (1.0 - drop / 65536)
 
 
+CHUNK = 1 << 20  # elements per random generator: bounds the mask memory of apply_dropout_
+
+
+def _keep_chunk(seed: int, index: int, count: int, drop_count: int) -> np.ndarray:
+    """Keep (True) / drop (False) flags of chunk ``index`` (``count`` elements) of ``seed``'s stream."""
+    lanes = np.random.SFC64([seed, index]).random_raw((count + _LANES - 1) // _LANES).view(np.int16)
+    return lanes[:count] >= -32768 + drop_count
+
+
 def drop_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int, device: torch.device) -> Tensor:
     """Boolean mask of ``shape``, True where an element is dropped (P = p quantised), from ``seed``."""
     n = int(np.prod(shape)) if len(shape) else 1
-    words = (n + _LANES - 1) // _LANES
+    drop_count = quantised(p)[0]
     if torch.device(device).type == "cpu":
-        raw = np.random.SFC64(seed).random_raw(words)
-        lanes = torch.from_numpy(raw.view(np.int16))
-    else:
-        gen = torch.Generator(device=device).manual_seed(seed)
-        raw = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, device=device, generator=gen)
-        lanes = raw.view(torch.int16)
-    return (lanes[:n] < -32768 + quantised(p)[0]).view(shape)
+        keep = [
+            _keep_chunk(seed, i, min(CHUNK, n - at), drop_count) for i, at in enumerate(range(0, n, CHUNK))
+        ]
+        return ~torch.from_numpy(np.concatenate(keep)).view(shape)
+    words = (n + _LANES - 1) // _LANES
+    gen = torch.Generator(device=device).manual_seed(seed)
+    raw = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, device=device, generator=gen)
+    return (raw.view(torch.int16)[:n] < -32768 + drop_count).view(shape)
+
+
+def apply_dropout_(
+    xs: Tensor | Sequence[Tensor], p: float, seed: int, scales: float | Sequence[float] = 1.0
+) -> Tensor | list[Tensor]:
+    """In place: zero the elements :func:`drop_mask` drops and multiply the rest by ``scale``.
+
+    ``xs`` may be several tensors of one shape (with one scale each) that share the mask, which
+    is then drawn once. On contiguous CPU tensors this works chunk by chunk with a float
+    multiplier (vectorised, no full-size mask); elsewhere it falls back to ``masked_fill_``.
+    Returns ``xs``.
+    """
+    tensors = [xs] if isinstance(xs, Tensor) else list(xs)
+    factors = [scales] * len(tensors) if isinstance(scales, (int, float)) else list(scales)
+    if any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors):
+        drop = drop_mask(tensors[0].shape, p, seed, tensors[0].device)
+        for t, f in zip(tensors, factors):
+            t.masked_fill_(drop, 0.0)
+            if f != 1.0:
+                t.mul_(f)
+        return xs
+    drop_count = quantised(p)[0]
+    flats = [t.view(-1) for t in tensors]
+    multiplier = np.empty(min(CHUNK, flats[0].numel()), dtype=np.float32)
+    for i, at in enumerate(range(0, flats[0].numel(), CHUNK)):
+        count = min(CHUNK, flats[0].numel() - at)
+        np.copyto(multiplier[:count], _keep_chunk(seed, i, count, drop_count), casting="unsafe")
+        keep = torch.from_numpy(multiplier[:count])
+        for flat, f in zip(flats, factors):
+            part = flat[at : at + count]
+            part.mul_(keep.to(part.dtype) if f == 1.0 else keep.to(part.dtype) * f)
+    return xs
 
 
 def new_seed() -> int:
@@ -49,18 +96,17 @@ def new_seed() -> int:
 class _SeededDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p: float, seed: int, inplace: bool) -> Tensor:
-        drop = drop_mask(x.shape, p, seed, x.device)
         scale = quantised(p)[1]
         ctx.p, ctx.seed, ctx.scale = p, seed, scale
         if inplace:
             ctx.mark_dirty(x)
-            return x.masked_fill_(drop, 0.0).mul_(scale)
-        return x.masked_fill(drop, 0.0).mul_(scale)
+            return apply_dropout_(x, p, seed, scale)
+        return apply_dropout_(x.clone(memory_format=torch.contiguous_format), p, seed, scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        drop = drop_mask(grad.shape, ctx.p, ctx.seed, grad.device)
-        return grad.masked_fill(drop, 0.0).mul_(ctx.scale), None, None, None
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        return apply_dropout_(grad, ctx.p, ctx.seed, ctx.scale), None, None, None
 
 
 def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from earthcast.nn.dropout import Dropout, drop_mask, new_seed, quantised
+from earthcast.nn.dropout import Dropout, apply_dropout_, new_seed, quantised
 from earthcast.nn.norm import make_norm
 
 Activation = Literal["gelu", "leaky", "relu", "silu", "identity"]
@@ -68,10 +68,10 @@ class _FusedPreNormMLP(torch.autograd.Function):
         a = _act_forward(act, h)
         scale = quantised(p)[1] if p > 0 else 1.0
         if p > 0:  # the rescaling of the first dropout is folded into the second matmul (alpha)
-            a.masked_fill_(drop_mask(a.shape, p, seed, a.device), 0.0)
+            apply_dropout_(a, p, seed)
         y = torch.addmm(b2, a, w2.t(), alpha=scale)  # (N, C)
         if p > 0:
-            y.masked_fill_(drop_mask(y.shape, p, seed + 1, y.device), 0.0).mul_(scale)
+            apply_dropout_(y, p, seed + 1, scale)
         ctx.save_for_backward(x, mean, rstd, ln_w, ln_b, w1, w2, h)
         ctx.act, ctx.p, ctx.seed, ctx.eps, ctx.scale = act, p, seed, eps, scale
         return y.add_(x)
@@ -82,20 +82,19 @@ class _FusedPreNormMLP(torch.autograd.Function):
         p, seed, scale = ctx.p, ctx.seed, ctx.scale
         c = x.shape[-1]
         g_y = (
-            grad_out.masked_fill(drop_mask(grad_out.shape, p, seed + 1, x.device), 0.0) if p > 0 else grad_out
+            apply_dropout_(grad_out.clone(memory_format=torch.contiguous_format), p, seed + 1)
+            if p > 0
+            else grad_out
         )
         # recompute what forward did not keep
         xn = torch.native_layer_norm(x, (c,), ln_w, ln_b, ctx.eps)[0]
         a = _act_forward(ctx.act, h)
-        drop1 = drop_mask(a.shape, p, seed, x.device) if p > 0 else None
-        if p > 0:
-            a.masked_fill_(drop1, 0.0)
+        g_a = torch.mm(g_y, w2)
+        if p > 0:  # the first dropout's mask, drawn once for the activation and its gradient
+            apply_dropout_((a, g_a), p, seed, (1.0, scale * scale))
         # g_y carries one factor `scale` (second dropout), the first dropout another
         g_w2 = torch.mm(g_y.t(), a).mul_(scale * scale) if p > 0 else g_y.t() @ a
         g_b2 = g_y.sum(0).mul_(scale) if p > 0 else g_y.sum(0)
-        g_a = torch.mm(g_y, w2)
-        if p > 0:
-            g_a.masked_fill_(drop1, 0.0).mul_(scale * scale)
         g_h = _act_backward(ctx.act, g_a, h)
         g_w1 = g_h.t() @ xn
         g_b1 = g_h.sum(0)
