@@ -34,6 +34,7 @@ TASKS: tuple[str, ...] = ("forecast", "vae", "diffusion", "alignment")
 Precision = Literal["32", "bf16-mixed", "16-mixed", "64"]
 Strategy = Literal["auto", "ddp", "fsdp", "ddp_spawn"]
 ProgressBar = Literal["tqdm", "rich", "none"]
+CpuAllocator = Literal["system", "reuse"]  # earthcast.utils.allocator
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ class TrainerConfig:
         log_every_n_steps: logging interval of the training loss.
         num_sanity_val_steps: validation batches run before training.
         progress_bar: ``"tqdm"``, ``"rich"`` or ``"none"``.
+        cpu_allocator: ``"reuse"`` (default) makes ``malloc`` keep freed memory when training on
+            the CPU: ~1.7× faster steps for ~25–35 % more peak memory; ``"system"`` leaves it
+            (see :mod:`earthcast.utils.allocator`).
         out_dir: run directory (checkpoints, logs, synthetic data); ``None``: ``runs/<name>``.
     """
 
@@ -141,6 +145,7 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     num_sanity_val_steps: int = 2
     progress_bar: ProgressBar = "tqdm"
+    cpu_allocator: CpuAllocator = "reuse"
     out_dir: str | None = None
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch import callbacks as cb
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from earthcast.data.config import DataConfig
@@ -37,6 +38,7 @@ from earthcast.training.checkpoint import (
 )
 from earthcast.training.config import ExperimentConfig, TrainerConfig
 from earthcast.training.forecast_module import ForecastSystem
+from earthcast.utils.allocator import CPU_ALLOCATORS, keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ def build_trainer(
     cfg: TrainerConfig, out: Path, system: ForecastSystem, micro_batch: int, evaluating: bool = False
 ) -> L.Trainer:
     """A Lightning ``Trainer`` for ``cfg``: loggers, checkpoints, early stopping, LR monitor, progress bar."""
-    callbacks: list[cb.Callback] = []
+    callbacks: list[cb.Callback] = [CpuAllocatorPolicy(cfg.cpu_allocator)]
     if cfg.progress_bar == "rich":
         callbacks.append(cb.RichProgressBar())
     elif cfg.progress_bar == "tqdm":
@@ -403,3 +405,21 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
         for key, value in metrics.items()
         if not isinstance(value, torch.Tensor) or value.numel() == 1
     }
+
+
+class CpuAllocatorPolicy(cb.Callback):
+    """Applies ``trainer.cpu_allocator`` in every training process whose accelerator is the CPU.
+
+    ``"reuse"`` calls :func:`keep_freed_memory` at setup (in each DDP process); ``"system"`` leaves
+    ``malloc`` as it is. ``applied`` records what happened, for logs and tests.
+    """
+
+    def __init__(self, policy: str) -> None:
+        if policy not in CPU_ALLOCATORS:
+            raise ValueError(f"cpu_allocator={policy!r}: choose one of {CPU_ALLOCATORS}")
+        self.policy = policy
+        self.applied = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.policy == "reuse" and isinstance(trainer.accelerator, CPUAccelerator):
+            self.applied = keep_freed_memory()
