@@ -35,8 +35,18 @@ def main(argv=None) -> dict:
         "--flops", action="store_true", help="count forward FLOPs and report FLOP/s vs matmul peak"
     )
     p.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literal)")
+    p.add_argument(
+        "--cpu-allocator",
+        choices=("system", "reuse"),
+        default="system",
+        help="reuse: keep freed memory in malloc (earthcast.utils.allocator), as training does on CPU",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.cpu_allocator == "reuse":
+        from earthcast.utils.allocator import keep_freed_memory
+
+        keep_freed_memory()
     torch.manual_seed(0)
 
     import ast
@@ -67,6 +77,7 @@ def main(argv=None) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "rss_before_build_mb": rss0,
         "precision": "bf16-autocast" if args.bf16 else "fp32",
+        "cpu_allocator": args.cpu_allocator,
     }
     x = torch.randn(args.batch, *cfg.input_shape, device=device)
     target = torch.randn(args.batch, *cfg.target_shape, device=device)

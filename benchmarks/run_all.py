@@ -39,8 +39,8 @@ def _shared_bench() -> Path | None:
     return None
 
 
-def _run_json(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
+def _run_json(cmd: list[str], env: dict | None = None) -> dict:
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600, env=env)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     return json.loads(lines[-1])
 
@@ -59,6 +59,8 @@ def measure_ours(preset: str, phase: str, args) -> dict:
         str(args.runs),
         "--warmup",
         "1",
+        "--cpu-allocator",
+        args.cpu_allocator,
     ]
     return _run_json(cmd)[phase]
 
@@ -79,7 +81,12 @@ def measure_ref(config: str, phase: str, args, ref_python: str, bench: Path) -> 
         "--warmup",
         "1",
     ]
-    return _run_json(cmd)[phase]
+    env = None
+    if args.cpu_allocator == "reuse":  # the same malloc policy, set through the environment
+        from earthcast.utils.allocator import REUSE_ENVIRONMENT
+
+        env = {**os.environ, **REUSE_ENVIRONMENT}
+    return _run_json(cmd, env)[phase]
 
 
 def flops_fraction(preset: str, args) -> dict:
@@ -112,12 +119,24 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", default=None, help="folder for the JSON result file")
     p.add_argument("--skip-ref", action="store_true")
+    p.add_argument(
+        "--cpu-allocator",
+        choices=("system", "reuse"),
+        default="system",
+        help="malloc policy for both implementations (reuse: keep freed memory, as earthcast training does)",
+    )
     args = p.parse_args(argv)
     ref_python = None if args.skip_ref else os.environ.get("EARTHCAST_REF_PYTHON") or None
     bench = _shared_bench()
     if ref_python and not (Path(ref_python).exists() and bench):
         ref_python = None
-    results = {"threads": args.threads, "rounds": args.rounds, "reference": bool(ref_python), "presets": {}}
+    results = {
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "reference": bool(ref_python),
+        "cpu_allocator": args.cpu_allocator,
+        "presets": {},
+    }
     for name in args.presets.split(","):
         preset, config = PRESETS[name]
         entry = {"preset": preset}
@@ -135,7 +154,8 @@ def main(argv=None) -> dict:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-        path = out / f"model_speed_cpu_fp32_t{args.threads}_{stamp}.json"
+        tag = "" if args.cpu_allocator == "system" else f"_{args.cpu_allocator}"
+        path = out / f"model_speed_cpu_fp32_t{args.threads}{tag}_{stamp}.json"
         path.write_text(json.dumps(results, indent=1))
         print(f"wrote {path}", file=sys.stderr)
     return results

@@ -4,10 +4,11 @@ PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves every b
 mmap threshold (at most 32 MB, usually far less) with a fresh ``mmap`` and returns it to the
 system on ``free``. A training step allocates and frees gigabytes of activations and gradients,
 so every step faults in and zeroes every page again: on this project's 2-core machines that is
-about 40 % of an Earthformer-SEVIR forward+backward (``benchmarks/model_speed.py
---cpu-allocator``). Raising the mmap and trim thresholds makes ``malloc`` keep freed blocks in its
-heap and hand them out again: the same step runs ~1.7× faster, at the price of a higher peak
-resident memory (freed blocks are reused less tightly than fresh mappings; +25–35 % measured).
+about a third of an Earthformer-SEVIR forward+backward (``benchmarks/run_all.py
+--cpu-allocator reuse``). Raising the mmap and trim thresholds makes ``malloc`` keep freed blocks
+in its heap and hand them out again: the same step runs 1.5× faster, at the price of a higher
+peak resident memory (freed blocks are reused less tightly than fresh mappings; 1.4× measured).
+Small frames change little (≈1.05×): their blocks mostly stay under glibc's own threshold.
 
 The settings are process-wide and cannot be undone for memory already kept. Only glibc is
 supported (Linux); elsewhere :func:`keep_freed_memory` does nothing and says so. Training applies
