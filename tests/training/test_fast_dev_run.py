@@ -55,3 +55,11 @@ def test_test_split_metrics_of_a_trained_checkpoint(tmp_path):
     metrics = evaluate(result.last_ckpt, config)
     assert {"csi_m", "csi@16", "csi@219", "mse", "mae", "loss"} <= set(metrics)
     assert 0.0 <= metrics["csi_m"] <= 1.0
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    """``trainer.precision=bf16-mixed`` runs the model under autocast end to end."""
+    config = load_config("nbody", [*tiny_overrides("nbody", tmp_path), "trainer.precision=bf16-mixed"])
+    result = fit(config)
+    assert result.last_ckpt is not None and result.last_ckpt.is_file()
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in result.metrics.items() if "loss" in k)

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from earthcast.nn.dropout import apply_dropout_, new_seed, quantised
+from earthcast.nn.dropout import apply_dropout_, dropout, new_seed, quantised
+from earthcast.nn.precision import under_autocast
 
 Backend = Literal["auto", "sdpa", "eager"]
 BACKENDS = ("auto", "sdpa", "eager")
@@ -132,7 +133,9 @@ def _eager(
     if allowed is not None:
         logits = logits.masked_fill_(~allowed, mask_value(logits.dtype))
     probs = torch.softmax(logits, dim=-1)
-    if dropout_p > 0:
+    if dropout_p > 0 and under_autocast(v):  # plain ops: autocast casts them (see nn/precision.py)
+        out = dropout(probs, dropout_p) @ v
+    elif dropout_p > 0:
         out = _DropoutMatmul.apply(probs, v, dropout_p, new_seed())
     else:
         out = probs @ v

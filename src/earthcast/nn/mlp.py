@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from earthcast.nn.dropout import Dropout, apply_dropout_, new_seed, quantised
 from earthcast.nn.norm import make_norm
+from earthcast.nn.precision import under_autocast
 
 Activation = Literal["gelu", "leaky", "relu", "silu", "identity"]
 LEAKY_SLOPE = 0.1
@@ -136,7 +137,7 @@ class PositionwiseFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (..., C)`` → ``(..., C)``."""
-        if self.fusable and torch.is_grad_enabled():
+        if self.fusable and torch.is_grad_enabled() and not under_autocast(x):
             p = self.drop.p if self.training else 0.0
             flat = x.reshape(-1, x.shape[-1])
             y = _FusedPreNormMLP.apply(

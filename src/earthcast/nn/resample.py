@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from earthcast.nn.cuboid.decomposition import pad, pad_amounts
 from earthcast.nn.norm import make_norm
+from earthcast.nn.precision import under_autocast
 
 
 class PatchMerging3D(nn.Module):
@@ -73,7 +74,7 @@ class Upsample2D(nn.Module):
                 "(b t) h w c -> b t h w c",
                 b=b,
             )
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not under_autocast(x):
             x = _NearestUpConv.apply(x, self.conv.weight, self.conv.bias, self.size)
         else:
             x = self.conv(F.interpolate(x, size=self.size, mode="nearest"))
