@@ -177,3 +177,27 @@ def test_bf16_autocast_forward_backward_matches_fp32(preset):
     reference, mixed = gradients(False), gradients(True)
     assert torch.isfinite(mixed).all()
     assert F.cosine_similarity(reference, mixed, dim=0) > 0.98
+
+
+def test_conv_stack_lean_backward_equals_plain_sequential():
+    """ConvStack recomputes GroupNorm + LeakyReLU in backward: same outputs and gradients as the
+    plain Sequential, and one saved full-size tensor per conv instead of two."""
+    from earthcast.nn.stems import conv_stack
+
+    torch.manual_seed(0)
+    stack = conv_stack(3, 8, 3, 2, "leaky").double()
+    x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
+    for a, b in zip(
+        _grads(stack, x, stack), _grads(stack, x, lambda t: torch.nn.Sequential.forward(stack, t))
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(stack, (x[:1, :, :5, :4].clone().requires_grad_(),))
+
+    def saved_full_size(fn) -> int:
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            fn(x.clone().requires_grad_())
+        return sum(1 for n in sizes if n == 2 * 8 * 9 * 7)
+
+    lean, plain = saved_full_size(stack), saved_full_size(lambda t: torch.nn.Sequential.forward(stack, t))
+    assert lean < plain

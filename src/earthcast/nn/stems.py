@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from earthcast.nn.mlp import make_activation
+from earthcast.nn.precision import under_autocast
 from earthcast.nn.resample import PatchMerging3D, Upsample2D
 
 
-def conv_stack(in_dim: int, out_dim: int, num_convs: int, groups: int, activation: str) -> nn.Sequential:
+def conv_stack(in_dim: int, out_dim: int, num_convs: int, groups: int, activation: str) -> ConvStack:
     """``num_convs × [Conv2d 3×3 → GroupNorm(groups) → act]``; the first conv maps in→out."""
     layers: list[nn.Module] = []
     for i in range(num_convs):
@@ -32,7 +35,80 @@ def conv_stack(in_dim: int, out_dim: int, num_convs: int, groups: int, activatio
             # may overwrite it (one activation tensor less kept for backward per conv)
             make_activation(activation, inplace=True),
         ]
-    return nn.Sequential(*layers)
+    return ConvStack(*layers)
+
+
+class ConvStack(nn.Sequential):
+    """``[Conv → GroupNorm → act] × n`` (a ``Sequential``: parameter names as the reference's).
+
+    With LeakyReLU and gradients on, every ``GroupNorm → act → next Conv`` runs as one autograd
+    function that keeps only the GroupNorm input and recomputes the normalised activation in
+    backward (elementwise, cheap): one full-resolution tensor per conv instead of two.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C_in, H, W)`` → ``(N, C_out, H, W)``."""
+        act = self[2]
+        if not (
+            len(self) >= 6
+            and isinstance(act, nn.LeakyReLU)
+            and torch.is_grad_enabled()
+            and not under_autocast(x)
+        ):
+            return super().forward(x)
+        z = self[0](x)
+        for i in range(1, len(self) // 3):
+            norm, conv = self[3 * i - 2], self[3 * i]
+            z = _NormActConv.apply(
+                z,
+                norm.weight,
+                norm.bias,
+                conv.weight,
+                conv.bias,
+                norm.num_groups,
+                norm.eps,
+                act.negative_slope,
+            )
+        return self[-1](self[-2](z))
+
+
+class _NormActConv(torch.autograd.Function):
+    """``conv3×3(leaky_relu(group_norm(z)))`` saving ``z`` only (see :class:`ConvStack`)."""
+
+    @staticmethod
+    def forward(ctx, z, norm_w, norm_b, conv_w, conv_b, groups: int, eps: float, slope: float) -> Tensor:
+        y = F.leaky_relu_(F.group_norm(z, groups, norm_w, norm_b, eps), slope)
+        ctx.save_for_backward(z, norm_w, norm_b, conv_w)
+        ctx.groups, ctx.eps, ctx.slope = groups, eps, slope
+        return F.conv2d(y, conv_w, conv_b, padding=conv_w.shape[-1] // 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, norm_w, norm_b, conv_w = ctx.saved_tensors
+        n, c = z.shape[:2]
+        hw = z.shape[2] * z.shape[3]
+        normed, mean, rstd = torch.native_group_norm(z, norm_w, norm_b, n, c, hw, ctx.groups, ctx.eps)
+        y = F.leaky_relu_(normed, ctx.slope)  # recomputed, as forward made it
+        pad = conv_w.shape[-1] // 2
+        g_y, g_conv_w, g_conv_b = torch.ops.aten.convolution_backward(
+            grad,
+            y,
+            conv_w,
+            [conv_w.shape[0]],
+            [1, 1],
+            [pad, pad],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [True, True, True],
+        )
+        g_normed = torch.ops.aten.leaky_relu_backward(g_y, y, ctx.slope, True)
+        del y, normed, g_y
+        g_z, g_norm_w, g_norm_b = torch.ops.aten.native_group_norm_backward(
+            g_normed, z, mean, rstd, norm_w, n, c, hw, ctx.groups, [True, True, True]
+        )
+        return g_z, g_norm_w, g_norm_b, g_conv_w, g_conv_b, None, None, None
 
 
 def per_frame(fn: nn.Module, x: Tensor) -> Tensor:
