@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from earthcast.nn.cuboid.decomposition import pad, pad_amounts
 from earthcast.nn.norm import make_norm
+from earthcast.nn.norm_linear import norm_linear
 from earthcast.nn.precision import under_autocast
 
 
@@ -47,7 +48,7 @@ class PatchMerging3D(nn.Module):
         x = pad(x, pad_amounts(x.shape[1:4], self.factor), self.padding_type)
         dt, dh, dw = self.factor
         x = rearrange(x, "b (t dt) (h dh) (w dw) c -> b t h w (dt dh dw c)", dt=dt, dh=dh, dw=dw)
-        return self.reduction(self.norm(x))
+        return norm_linear(x, self.norm, self.reduction)  # LayerNorm → Linear, lean backward
 
 
 class Upsample2D(nn.Module):

@@ -34,6 +34,7 @@ from earthcast.nn.cuboid.self_attention import attend_in_cuboids
 from earthcast.nn.dropout import Dropout
 from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm import make_norm
+from earthcast.nn.norm_linear import norm_linear
 
 
 class CuboidCrossAttention(nn.Module):
@@ -105,7 +106,6 @@ class CuboidCrossAttention(nn.Module):
         """``x (B, Tx, H, W, C)``, ``mem (B, Tm, H, W, C)`` [, ``(B, P, Cg)``] → ``(B, Tx, H, W, C)``."""
         if self.cross_last_n_frames is not None:
             mem = mem[:, -min(self.cross_last_n_frames, mem.shape[1]) :]
-        x = self.norm(x)
         _check_memory(x, mem, self.max_temporal_relative)
         t_x, h, w = x.shape[1:4]
         t_mem = mem.shape[1]
@@ -113,16 +113,29 @@ class CuboidCrossAttention(nn.Module):
         pads_x = ((nt - t_x % nt) % nt, (bh - h % bh) % bh, (bw - w % bw) % bw)
         pads_m = ((nt - t_mem % nt) % nt, *pads_x[1:])
         shift = (0, *self.shift_hw)
-        x = roll(pad(x, pads_x, self.padding_type), shift)  # (B, Tx', H', W', C)
+        if self._project_before_padding(pads_x):  # LayerNorm → q as one lean function
+            q_grid = roll(pad(norm_linear(x, self.norm, self.q), pads_x, self.padding_type), shift)
+            x = None
+        else:
+            x = roll(pad(self.norm(x), pads_x, self.padding_type), shift)  # (B, Tx', H', W', C)
+            q_grid = self.q(x)
         mem = roll(pad(mem, pads_m, self.padding_type, time_pad_left=True), shift)  # (B, Tm', H', W', C)
-        x_cuboid = (x.shape[1] // nt, bh, bw)
+        x_cuboid = (q_grid.shape[1] // nt, bh, bw)
         m_cuboid = (mem.shape[1] // nt, bh, bw)
         allowed = cross_attention_mask(
-            t_x, t_mem, (h, w), nt, self.cuboid_hw, self.shift_hw, self.strategy, self.padding_type, x.device
+            t_x,
+            t_mem,
+            (h, w),
+            nt,
+            self.cuboid_hw,
+            self.shift_hw,
+            self.strategy,
+            self.padding_type,
+            mem.device,
         )
         bias = self.rel_bias(x_cuboid, m_cuboid) if self.rel_bias is not None else None  # (h, vx, vm)
 
-        q = to_cuboid_heads(self.q(x), x_cuboid, self.strategy, self.heads)[0]  # (B, n, h, vx, d)
+        q = to_cuboid_heads(q_grid, x_cuboid, self.strategy, self.heads)[0]  # (B, n, h, vx, d)
         k, v = to_cuboid_heads(self.kv(mem), m_cuboid, self.strategy, self.heads, 2)  # (B, n, h, vm, d)
         queries, keys, values = [q], [k], [v]
         if self.use_global_vector:
@@ -134,9 +147,15 @@ class CuboidCrossAttention(nn.Module):
             )
         dropout_p = self.attn_drop if self.training else 0.0
         out = attend_in_cuboids(queries, keys, values, bias, allowed, self.scale, dropout_p, self.backend)
-        x = from_cuboid_heads(out, x_cuboid, self.strategy, x.shape[1:4])  # (B, Tx', H', W', C)
+        x = from_cuboid_heads(out, x_cuboid, self.strategy, q_grid.shape[1:4])  # (B, Tx', H', W', C)
         x = unpad(roll(x, shift, inverse=True), pads_x, self.padding_type)  # (B, Tx, H, W, C)
         return self.proj_drop(self.proj(x))
+
+    def _project_before_padding(self, pads: Sequence[int]) -> bool:
+        """As :meth:`CuboidSelfAttention._project_before_padding`, for the query projection."""
+        if self.use_global_vector and self.separate_global_qkv:
+            return False
+        return not any(pads) or self.padding_type in ("nearest", "ignore") or self.q.bias is None
 
     def _append_globals(self, token_q, q, k, v, mem_globals, bias, allowed):
         """Memory global vectors join every key/value set (never masked, no positional bias).

@@ -36,6 +36,7 @@ from earthcast.nn.cuboid.relative_bias import RelativePositionBias
 from earthcast.nn.dropout import Dropout
 from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm import make_norm
+from earthcast.nn.norm_linear import norm_linear
 
 
 def attend_in_cuboids(
@@ -157,13 +158,20 @@ class CuboidSelfAttention(nn.Module):
         Projections are per token, so they run on the grid; q, k, v are regrouped into cuboids in
         one copy and the output regrouped back in one copy.
         """
-        x = self.norm(x)
         shape = tuple(x.shape[1:4])
         cuboid, shift = clamp_cuboid(shape, self.cuboid_size, self.shift_size, self.strategy)
         pads = pad_amounts(shape, cuboid)
         grid = tuple(s + p for s, p in zip(shape, pads))
-        x = roll(pad(x, pads, self.padding_type), shift)  # (B, T', H', W', C)
-        allowed, valid = self_attention_mask(shape, cuboid, shift, self.strategy, self.padding_type, x.device)
+        if self._project_before_padding(pads):
+            # LayerNorm → qkv as one lean function; padding/shifting the projected tokens is the same
+            qkv = roll(pad(norm_linear(x, self.norm, self.qkv), pads, self.padding_type), shift)
+            normed = None  # only separate global projections read the normed grid itself
+        else:
+            normed = roll(pad(self.norm(x), pads, self.padding_type), shift)  # (B, T', H', W', C)
+            qkv = self.qkv(normed)  # (B, T', H', W', 3C)
+        allowed, valid = self_attention_mask(
+            shape, cuboid, shift, self.strategy, self.padding_type, qkv.device
+        )
         bias = self.rel_bias(cuboid) if self.rel_bias is not None else None  # (h, v, v)
 
         def to_heads(
@@ -171,19 +179,28 @@ class CuboidSelfAttention(nn.Module):
         ) -> Tensor:  # (B, T', H', W', parts·h·d) → (parts, B, n, h, v, d)
             return to_cuboid_heads(t, cuboid, self.strategy, self.heads, parts)
 
-        q, k, v = to_heads(self.qkv(x), 3)  # each (B, n, h, v, d)
+        q, k, v = to_heads(qkv, 3)  # each (B, n, h, v, d)
         new_globals = None
         if self.glob is None:
             out = attend_in_cuboids([q], [k], [v], bias, allowed, self.scale, self._dropout_p, self.backend)
         else:
             g = self.glob.norm(global_vectors)  # (B, P, Cg)
-            out = self._tokens_with_globals(g, x, to_heads, q, k, v, bias, allowed)
-            new_globals = self._update_globals(g, x, to_heads, k, v, valid)
+            out = self._tokens_with_globals(g, normed, to_heads, q, k, v, bias, allowed)
+            new_globals = self._update_globals(g, normed, to_heads, k, v, valid)
 
         x = from_cuboid_heads(out, cuboid, self.strategy, grid)  # (B, T', H', W', C)
         x = unpad(roll(x, shift, inverse=True), pads, self.padding_type)  # (B, T, H, W, C)
         x = self.proj_drop(self.proj(x))
         return x if new_globals is None else (x, new_globals)
+
+    def _project_before_padding(self, pads: Sequence[int]) -> bool:
+        """Whether q/k/v may be projected on the unpadded grid: per-token projections commute
+        with shifting and with nearest padding, with zero padding when they have no bias
+        (``W·0 = 0``) and with ``ignore`` padding (padded keys are masked, padded queries
+        cropped); separate global projections need the normed grid itself."""
+        if self.glob is not None and self.glob.separate:
+            return False
+        return not any(pads) or self.padding_type in ("nearest", "ignore") or self.qkv.bias is None
 
     @property
     def _dropout_p(self) -> float:
