@@ -43,14 +43,15 @@ class ConvStack(nn.Sequential):
 
     With LeakyReLU and gradients on, every ``GroupNorm → act → next Conv`` runs as one autograd
     function that keeps only the GroupNorm input and recomputes the normalised activation in
-    backward (elementwise, cheap): one full-resolution tensor per conv instead of two.
+    backward (elementwise, cheap): one full-resolution tensor per conv instead of two. The last
+    ``GroupNorm → act`` does the same on its own.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C_in, H, W)`` → ``(N, C_out, H, W)``."""
         act = self[2]
         if not (
-            len(self) >= 6
+            len(self) >= 3
             and isinstance(act, nn.LeakyReLU)
             and torch.is_grad_enabled()
             and not under_autocast(x)
@@ -69,7 +70,45 @@ class ConvStack(nn.Sequential):
                 norm.eps,
                 act.negative_slope,
             )
-        return self[-1](self[-2](z))
+        norm = self[-2]
+        return _NormAct.apply(z, norm.weight, norm.bias, norm.num_groups, norm.eps, act.negative_slope)
+
+
+def _norm_act(z: Tensor, norm_w: Tensor, norm_b: Tensor, groups: int, eps: float, slope: float):
+    """``leaky_relu(group_norm(z))`` with GroupNorm's statistics: ``(y, mean, rstd)``."""
+    n, c = z.shape[:2]
+    normed, mean, rstd = torch.native_group_norm(
+        z, norm_w, norm_b, n, c, z.shape[2] * z.shape[3], groups, eps
+    )
+    return F.leaky_relu_(normed, slope), mean, rstd
+
+
+def _group_norm_backward(g_normed, z, mean, rstd, norm_w, groups: int):
+    """GroupNorm's gradients w.r.t. ``z``, weight and bias, from the normed output's gradient."""
+    n, c = z.shape[:2]
+    return torch.ops.aten.native_group_norm_backward(
+        g_normed, z, mean, rstd, norm_w, n, c, z.shape[2] * z.shape[3], groups, [True, True, True]
+    )
+
+
+class _NormAct(torch.autograd.Function):
+    """``leaky_relu(group_norm(z))`` saving ``z`` only: the last layer of a :class:`ConvStack`,
+    whose output a stem's patch merging copies (so nothing else keeps it alive)."""
+
+    @staticmethod
+    def forward(ctx, z, norm_w, norm_b, groups: int, eps: float, slope: float) -> Tensor:
+        ctx.save_for_backward(z, norm_w, norm_b)
+        ctx.groups, ctx.eps, ctx.slope = groups, eps, slope
+        return _norm_act(z, norm_w, norm_b, groups, eps, slope)[0]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, norm_w, norm_b = ctx.saved_tensors
+        y, mean, rstd = _norm_act(z, norm_w, norm_b, ctx.groups, ctx.eps, ctx.slope)  # recomputed
+        g_normed = torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True)
+        del y
+        g_z, g_norm_w, g_norm_b = _group_norm_backward(g_normed, z, mean, rstd, norm_w, ctx.groups)
+        return g_z, g_norm_w, g_norm_b, None, None, None
 
 
 class _NormActConv(torch.autograd.Function):
@@ -85,10 +124,7 @@ class _NormActConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         z, norm_w, norm_b, conv_w = ctx.saved_tensors
-        n, c = z.shape[:2]
-        hw = z.shape[2] * z.shape[3]
-        normed, mean, rstd = torch.native_group_norm(z, norm_w, norm_b, n, c, hw, ctx.groups, ctx.eps)
-        y = F.leaky_relu_(normed, ctx.slope)  # recomputed, as forward made it
+        y, mean, rstd = _norm_act(z, norm_w, norm_b, ctx.groups, ctx.eps, ctx.slope)  # recomputed
         pad = conv_w.shape[-1] // 2
         g_y, g_conv_w, g_conv_b = torch.ops.aten.convolution_backward(
             grad,
@@ -104,10 +140,8 @@ class _NormActConv(torch.autograd.Function):
             [True, True, True],
         )
         g_normed = torch.ops.aten.leaky_relu_backward(g_y, y, ctx.slope, True)
-        del y, normed, g_y
-        g_z, g_norm_w, g_norm_b = torch.ops.aten.native_group_norm_backward(
-            g_normed, z, mean, rstd, norm_w, n, c, hw, ctx.groups, [True, True, True]
-        )
+        del y, g_y
+        g_z, g_norm_w, g_norm_b = _group_norm_backward(g_normed, z, mean, rstd, norm_w, ctx.groups)
         return g_z, g_norm_w, g_norm_b, g_conv_w, g_conv_b, None, None, None
 
 
