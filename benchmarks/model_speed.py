@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import forward_flops, machine_info, matmul_peak_flops, rss_mb, time_phase
+from _harness import ensure_live_allocator, forward_flops, machine_info, matmul_peak_flops, rss_mb, time_phase
 
 
 def main(argv=None) -> dict:
@@ -37,11 +37,14 @@ def main(argv=None) -> dict:
     p.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literal)")
     p.add_argument(
         "--cpu-allocator",
-        choices=("system", "reuse"),
+        choices=("system", "reuse", "live"),
         default="system",
-        help="reuse: keep freed memory in malloc (earthcast.utils.allocator), as training does on CPU",
+        help="reuse: keep freed memory in malloc (earthcast.utils.allocator), as training does on CPU; "
+        "live: map every block fresh so peak RSS follows the live tensors (memory only, slow)",
     )
     args = p.parse_args(argv)
+    if args.cpu_allocator == "live":
+        ensure_live_allocator(sys.argv)
     torch.set_num_threads(args.threads)
     if args.cpu_allocator == "reuse":
         from earthcast.utils.allocator import keep_freed_memory

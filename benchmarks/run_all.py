@@ -22,6 +22,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _harness import LIVE_ENVIRONMENT
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PRESETS = {  # earthcast preset -> bench_ref.py config
@@ -86,6 +88,8 @@ def measure_ref(config: str, phase: str, args, ref_python: str, bench: Path) -> 
         from earthcast.utils.allocator import REUSE_ENVIRONMENT
 
         env = {**os.environ, **REUSE_ENVIRONMENT}
+    elif args.cpu_allocator == "live":
+        env = {**os.environ, **LIVE_ENVIRONMENT}
     return _run_json(cmd, env)[phase]
 
 
@@ -121,9 +125,10 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-ref", action="store_true")
     p.add_argument(
         "--cpu-allocator",
-        choices=("system", "reuse"),
+        choices=("system", "reuse", "live"),
         default="system",
-        help="malloc policy for both implementations (reuse: keep freed memory, as earthcast training does)",
+        help="malloc policy for both implementations (reuse: keep freed memory, as earthcast training "
+        "does; live: fresh mappings, so peak RSS follows the live tensors: compare memory only)",
     )
     args = p.parse_args(argv)
     ref_python = None if args.skip_ref else os.environ.get("EARTHCAST_REF_PYTHON") or None
