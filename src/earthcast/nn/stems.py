@@ -57,7 +57,10 @@ class ConvStack(nn.Sequential):
             and not under_autocast(x)
         ):
             return super().forward(x)
-        z = self[0](x)
+        # channels-last throughout: the convolutions, GroupNorm and the elementwise backward kernels
+        # are faster on it, and mixing layouts with the incoming gradients (channels-last views of
+        # the (B, T, H, W, C) grid) sends the elementwise kernels down a slow strided path
+        z = self[0](x).contiguous(memory_format=torch.channels_last)
         for i in range(1, len(self) // 3):
             norm, conv = self[3 * i - 2], self[3 * i]
             z = _NormActConv.apply(
