@@ -35,6 +35,7 @@ from torch import Tensor
 
 from earthcast.nn.dropout import apply_dropout_, dropout, new_seed, quantised
 from earthcast.nn.precision import under_autocast
+from earthcast.nn.softmax import softmax_last
 
 Backend = Literal["auto", "sdpa", "eager"]
 BACKENDS = ("auto", "sdpa", "eager")
@@ -132,7 +133,7 @@ def _eager(
         logits = logits.add_(bias)
     if allowed is not None:
         logits = logits.masked_fill_(~allowed, mask_value(logits.dtype))
-    probs = torch.softmax(logits, dim=-1)
+    probs = softmax_last(logits)
     if dropout_p > 0 and under_autocast(v):  # plain ops: autocast casts them (see nn/precision.py)
         out = dropout(probs, dropout_p) @ v
     elif dropout_p > 0:
