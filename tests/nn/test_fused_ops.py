@@ -30,6 +30,18 @@ def _grads(module, x, fn):
     return [out, x.grad] + [p.grad.clone() for p in module.parameters()]
 
 
+@pytest.mark.parametrize("act", ["gelu", "leaky", "relu", "silu", "identity"])
+def test_inference_ffn_in_place_path_equals_plain(act):
+    ffn = PositionwiseFFN(8, 32, dropout=0.3, activation=act).double().eval()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    x_before = x.clone()
+    with torch.no_grad():
+        got = ffn(x)
+        want = _plain_ffn(ffn, x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(x, x_before)  # the residual input is left alone
+
+
 @pytest.mark.parametrize("act", ["gelu", "leaky", "relu", "silu"])
 def test_fused_ffn_equals_plain_without_dropout(act):
     ffn = PositionwiseFFN(8, 32, dropout=0.0, activation=act).double().train()

@@ -48,6 +48,19 @@ def _act_forward(name: str, h: Tensor) -> Tensor:
     return torch.nn.functional.silu(h)
 
 
+def _act_forward_(name: str, h: Tensor) -> Tensor:
+    """In-place :func:`_act_forward` (``identity`` returns ``h``)."""
+    if name == "gelu":
+        return torch.ops.aten.gelu_(h)
+    if name == "leaky":
+        return torch.nn.functional.leaky_relu_(h, LEAKY_SLOPE)
+    if name == "relu":
+        return torch.relu_(h)
+    if name == "silu":
+        return torch.nn.functional.silu(h, inplace=True)
+    return h
+
+
 def _act_backward(name: str, grad: Tensor, h: Tensor) -> Tensor:
     if name == "gelu":
         return torch.ops.aten.gelu_backward(grad, h)
@@ -155,6 +168,11 @@ class PositionwiseFFN(nn.Module):
             )
             return y.view(x.shape)
         y = self.norm(x)
+        if not torch.is_grad_enabled() and self.fc1_gate is None and not (self.training and self.drop.p > 0):
+            # inference: activation and residual in place on the fresh projections (no new
+            # buffers: on CPU every fresh large buffer costs its page faults again)
+            h = _act_forward_(self.activation, self.fc1(y))
+            return self.fc2(h).add_(x)
         if self.fc1_gate is not None:
             h = self.act(self.fc1_gate(y)) * self.fc1(y)
         else:
