@@ -30,6 +30,29 @@ def _grads(module, x, fn):
     return [out, x.grad] + [p.grad.clone() for p in module.parameters()]
 
 
+@pytest.mark.parametrize("gated", [False, True])
+def test_ffn_recomputing_its_hidden_layer_keeps_only_its_input(gated):
+    """``recompute_hidden`` (checkpoint_level ≥ 1): same outputs and gradients, and nothing of the
+    hidden width (4·C per row) is kept for backward."""
+    torch.manual_seed(0)
+    lean = PositionwiseFFN(8, 32, dropout=0.0, activation="gelu", gated=gated, recompute_hidden=True).double()
+    plain = PositionwiseFFN(8, 32, dropout=0.0, activation="gelu", gated=gated).double()
+    plain.load_state_dict(lean.state_dict())
+    x = torch.randn(6, 5, 8, dtype=torch.float64)
+    for a, b in zip(_grads(lean, x, lean), _grads(plain, x, plain)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    def saved_numels(module) -> list[int]:
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            module(x.clone().requires_grad_())
+        return sizes
+
+    hidden = 6 * 5 * 32
+    assert hidden not in saved_numels(lean)
+    assert hidden in saved_numels(plain)
+
+
 @pytest.mark.parametrize("act", ["gelu", "leaky", "relu", "silu", "identity"])
 def test_inference_ffn_in_place_path_equals_plain(act):
     ffn = PositionwiseFFN(8, 32, dropout=0.3, activation=act).double().eval()
@@ -53,7 +76,8 @@ def test_fused_ffn_equals_plain_without_dropout(act):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_fused_ffn_equals_plain_with_the_same_dropout_masks():
+@pytest.mark.parametrize("keep_hidden", [True, False])
+def test_fused_ffn_equals_plain_with_the_same_dropout_masks(keep_hidden):
     ffn = PositionwiseFFN(8, 32, dropout=0.3, activation="gelu").double()
     x = torch.randn(20, 8, dtype=torch.float64)
     seed, p = 1234, 0.3
@@ -73,6 +97,7 @@ def test_fused_ffn_equals_plain_with_the_same_dropout_masks():
             p,
             seed,
             ffn.norm.eps,
+            keep_hidden,
         )
 
     for a, b in zip(_grads(ffn, x, fused), _grads(ffn, x, lambda t: _plain_ffn(ffn, t, drop1, drop2, scale))):

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from earthcast.nn.dropout import Dropout, apply_dropout_, new_seed, quantised
 from earthcast.nn.norm import make_norm
@@ -75,7 +76,9 @@ class _FusedPreNormMLP(torch.autograd.Function):
     """``x + D2(W2·D1(act(W1·LN(x)+b1))+b2)`` on ``x (N, C)`` with a memory-lean backward."""
 
     @staticmethod
-    def forward(ctx, x, ln_w, ln_b, w1, b1, w2, b2, act: str, p: float, seed: int, eps: float):
+    def forward(
+        ctx, x, ln_w, ln_b, w1, b1, w2, b2, act: str, p: float, seed: int, eps: float, keep_hidden: bool
+    ):
         c = x.shape[-1]
         xn, mean, rstd = torch.native_layer_norm(x, (c,), ln_w, ln_b, eps)
         h = torch.addmm(b1, xn, w1.t())  # (N, hidden)
@@ -86,13 +89,14 @@ class _FusedPreNormMLP(torch.autograd.Function):
         y = torch.addmm(b2, a, w2.t(), alpha=scale)  # (N, C)
         if p > 0:
             apply_dropout_(y, p, seed + 1, scale)
-        ctx.save_for_backward(x, mean, rstd, ln_w, ln_b, w1, w2, h)
+        # without keep_hidden the pre-activation (4·C per row) is recomputed from x in backward
+        ctx.save_for_backward(x, mean, rstd, ln_w, ln_b, w1, b1, w2, h if keep_hidden else None)
         ctx.act, ctx.p, ctx.seed, ctx.eps, ctx.scale = act, p, seed, eps, scale
         return y.add_(x)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, mean, rstd, ln_w, ln_b, w1, w2, h = ctx.saved_tensors
+        x, mean, rstd, ln_w, ln_b, w1, b1, w2, h = ctx.saved_tensors
         p, seed, scale = ctx.p, ctx.seed, ctx.scale
         c = x.shape[-1]
         g_y = (
@@ -102,6 +106,8 @@ class _FusedPreNormMLP(torch.autograd.Function):
         )
         # recompute what forward did not keep
         xn = torch.native_layer_norm(x, (c,), ln_w, ln_b, ctx.eps)[0]
+        if h is None:
+            h = torch.addmm(b1, xn, w1.t())
         a = _act_forward(ctx.act, h)
         g_a = torch.mm(g_y, w2)
         if p > 0:  # the first dropout's mask, drawn once for the activation and its gradient
@@ -116,7 +122,7 @@ class _FusedPreNormMLP(torch.autograd.Function):
         g_x, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
             g_xn, x, (c,), mean, rstd, ln_w, ln_b, [True, True, True]
         )
-        return grad_out + g_x, g_lnw, g_lnb, g_w1, g_b1, g_w2, g_b2, None, None, None, None
+        return grad_out + g_x, g_lnw, g_lnb, g_w1, g_b1, g_w2, g_b2, None, None, None, None, None
 
 
 class PositionwiseFFN(nn.Module):
@@ -127,6 +133,9 @@ class PositionwiseFFN(nn.Module):
         dropout: rate after the activation and after the second projection.
         activation: ``gelu`` | ``leaky`` | ``relu`` | ``silu``; gated: ``act(W1g·x) ⊙ (W1·x)``.
         norm: ``layer_norm`` | ``rms_norm``.
+        recompute_hidden: in training keep only the input for backward and recompute the hidden
+            layer (``checkpoint_level ≥ 1`` of the cuboid blocks). The fused path then recomputes
+            just ``W1·LN(x)`` (one matmul of six), not the whole FFN as generic checkpointing would.
     """
 
     def __init__(
@@ -137,8 +146,10 @@ class PositionwiseFFN(nn.Module):
         activation: str = "leaky",
         gated: bool = False,
         norm: str = "layer_norm",
+        recompute_hidden: bool = False,
     ) -> None:
         super().__init__()
+        self.recompute_hidden = recompute_hidden
         self.norm = make_norm(norm, dim)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc1_gate = nn.Linear(dim, hidden) if gated else None
@@ -165,8 +176,15 @@ class PositionwiseFFN(nn.Module):
                 p,
                 new_seed() if p > 0 else 0,
                 self.norm.eps,
+                not (self.recompute_hidden and self.training),
             )
             return y.view(x.shape)
+        if self.recompute_hidden and self.training and torch.is_grad_enabled():
+            return checkpoint(self._composed, x, use_reentrant=False)
+        return self._composed(x)
+
+    def _composed(self, x: Tensor) -> Tensor:
+        """The FFN as plain module calls (gated or RMS-normed FFNs, autocast, inference)."""
         y = self.norm(x)
         if not torch.is_grad_enabled() and self.fc1_gate is None and not (self.training and self.drop.p > 0):
             # inference: activation and residual in place on the fresh projections (no new

@@ -251,7 +251,8 @@ class CuboidCrossAttentionBlock(nn.Module):
         )
         n_ffn = len(layers) if use_inter_ffn else 1
         self.ffns = nn.ModuleList(
-            PositionwiseFFN(dim, 4 * dim, ffn_drop, activation, gated_ffn, norm) for _ in range(n_ffn)
+            PositionwiseFFN(dim, 4 * dim, ffn_drop, activation, gated_ffn, norm, checkpoint_level >= 1)
+            for _ in range(n_ffn)
         )
 
     def _call(self, level: int, fn: nn.Module, *args):
@@ -264,7 +265,7 @@ class CuboidCrossAttentionBlock(nn.Module):
         for k, attn in enumerate(self.attns):
             x = x + self._call(2, attn, x, mem, mem_global_vectors)
             if self.use_inter_ffn:
-                x = self._call(1, self.ffns[k], x)
+                x = self.ffns[k](x)  # recomputes its own hidden layer at checkpoint_level ≥ 1
         if not self.use_inter_ffn:
-            x = self._call(1, self.ffns[0], x)
+            x = self.ffns[0](x)
         return x

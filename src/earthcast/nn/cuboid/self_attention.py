@@ -288,7 +288,8 @@ class CuboidSelfAttentionBlock(nn.Module):
         n_ffn = len(layers) if use_inter_ffn else 1
 
         def ffn(width: int) -> PositionwiseFFN:
-            return PositionwiseFFN(width, 4 * width, ffn_drop, activation, gated_ffn, norm)
+            recompute = checkpoint_level >= 1
+            return PositionwiseFFN(width, 4 * width, ffn_drop, activation, gated_ffn, norm, recompute)
 
         self.attns = nn.ModuleList(
             CuboidSelfAttention(
@@ -341,7 +342,7 @@ class CuboidSelfAttentionBlock(nn.Module):
         return (x, g) if self.use_globals else x
 
     def _ffn(self, k: int, x: Tensor, g: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        x = self._call(1, self.ffns[k], x)
+        x = self.ffns[k](x)  # recomputes its own hidden layer at checkpoint_level ≥ 1
         if self.global_ffns is not None:
-            g = self._call(1, self.global_ffns[k], g)
+            g = self.global_ffns[k](g)
         return x, g
