@@ -24,6 +24,18 @@ import torch
 LIVE_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
+def add_cpu_allocator_argument(parser, whose: str) -> None:
+    """``--cpu-allocator system|reuse|live``: the malloc policy ``whose`` process(es) run under."""
+    parser.add_argument(
+        "--cpu-allocator",
+        choices=("system", "reuse", "live"),
+        default="system",
+        help=f"malloc policy of {whose}: system (glibc defaults); reuse: keep freed memory "
+        "(earthcast.utils.allocator), as earthcast training does on CPU; live: fresh mappings, so "
+        "peak RSS follows the live tensors (compare memory only, times are page-fault bound)",
+    )
+
+
 def ensure_live_allocator(argv: list[str]) -> None:
     """Re-run this script under :data:`LIVE_ENVIRONMENT` unless it already runs under it
     (glibc reads these variables at start-up)."""

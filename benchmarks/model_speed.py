@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import ensure_live_allocator, forward_flops, machine_info, matmul_peak_flops, rss_mb, time_phase
+from _harness import (
+    add_cpu_allocator_argument,
+    ensure_live_allocator,
+    forward_flops,
+    machine_info,
+    matmul_peak_flops,
+    rss_mb,
+    time_phase,
+)
 
 
 def main(argv=None) -> dict:
@@ -35,13 +43,7 @@ def main(argv=None) -> dict:
         "--flops", action="store_true", help="count forward FLOPs and report FLOP/s vs matmul peak"
     )
     p.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literal)")
-    p.add_argument(
-        "--cpu-allocator",
-        choices=("system", "reuse", "live"),
-        default="system",
-        help="reuse: keep freed memory in malloc (earthcast.utils.allocator), as training does on CPU; "
-        "live: map every block fresh so peak RSS follows the live tensors (memory only, slow)",
-    )
+    add_cpu_allocator_argument(p, "this process")
     args = p.parse_args(argv)
     if args.cpu_allocator == "live":
         ensure_live_allocator(sys.argv)

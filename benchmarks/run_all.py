@@ -22,7 +22,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _harness import LIVE_ENVIRONMENT
+from _harness import LIVE_ENVIRONMENT, add_cpu_allocator_argument
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -123,13 +123,7 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", default=None, help="folder for the JSON result file")
     p.add_argument("--skip-ref", action="store_true")
-    p.add_argument(
-        "--cpu-allocator",
-        choices=("system", "reuse", "live"),
-        default="system",
-        help="malloc policy for both implementations (reuse: keep freed memory, as earthcast training "
-        "does; live: fresh mappings, so peak RSS follows the live tensors: compare memory only)",
-    )
+    add_cpu_allocator_argument(p, "both implementations")
     args = p.parse_args(argv)
     ref_python = None if args.skip_ref else os.environ.get("EARTHCAST_REF_PYTHON") or None
     bench = _shared_bench()

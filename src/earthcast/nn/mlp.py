@@ -39,26 +39,16 @@ def make_activation(name: str, inplace: bool = False) -> nn.Module:
     return table[name]()
 
 
-def _act_forward(name: str, h: Tensor) -> Tensor:
+def _act_forward(name: str, h: Tensor, inplace: bool = False) -> Tensor:
+    """The activation ``name`` of ``h`` (``identity`` returns ``h``); ``inplace`` overwrites ``h``."""
     if name == "gelu":
-        return torch.nn.functional.gelu(h)
+        return torch.ops.aten.gelu_(h) if inplace else torch.nn.functional.gelu(h)
     if name == "leaky":
-        return torch.nn.functional.leaky_relu(h, LEAKY_SLOPE)
+        return torch.nn.functional.leaky_relu(h, LEAKY_SLOPE, inplace=inplace)
     if name == "relu":
-        return torch.relu(h)
-    return torch.nn.functional.silu(h)
-
-
-def _act_forward_(name: str, h: Tensor) -> Tensor:
-    """In-place :func:`_act_forward` (``identity`` returns ``h``)."""
-    if name == "gelu":
-        return torch.ops.aten.gelu_(h)
-    if name == "leaky":
-        return torch.nn.functional.leaky_relu_(h, LEAKY_SLOPE)
-    if name == "relu":
-        return torch.relu_(h)
+        return torch.nn.functional.relu(h, inplace=inplace)
     if name == "silu":
-        return torch.nn.functional.silu(h, inplace=True)
+        return torch.nn.functional.silu(h, inplace=inplace)
     return h
 
 
@@ -189,7 +179,7 @@ class PositionwiseFFN(nn.Module):
         if not torch.is_grad_enabled() and self.fc1_gate is None and not (self.training and self.drop.p > 0):
             # inference: activation and residual in place on the fresh projections (no new
             # buffers: on CPU every fresh large buffer costs its page faults again)
-            h = _act_forward_(self.activation, self.fc1(y))
+            h = _act_forward(self.activation, self.fc1(y), inplace=True)
             return self.fc2(h).add_(x)
         if self.fc1_gate is not None:
             h = self.act(self.fc1_gate(y)) * self.fc1(y)
