@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from earthcast.nn.dropout import Dropout, apply_dropout_, new_seed, quantised
 from earthcast.nn.norm import make_norm
+from earthcast.nn.norm_linear import layer_norm_rows
 from earthcast.nn.precision import under_autocast
 
 Activation = Literal["gelu", "leaky", "relu", "silu", "identity"]
@@ -69,8 +70,7 @@ class _FusedPreNormMLP(torch.autograd.Function):
     def forward(
         ctx, x, ln_w, ln_b, w1, b1, w2, b2, act: str, p: float, seed: int, eps: float, keep_hidden: bool
     ):
-        c = x.shape[-1]
-        xn, mean, rstd = torch.native_layer_norm(x, (c,), ln_w, ln_b, eps)
+        xn, mean, rstd = layer_norm_rows(x, ln_w, ln_b, eps)
         h = torch.addmm(b1, xn, w1.t())  # (N, hidden)
         a = _act_forward(act, h)
         scale = quantised(p)[1] if p > 0 else 1.0
@@ -95,7 +95,7 @@ class _FusedPreNormMLP(torch.autograd.Function):
             else grad_out
         )
         # recompute what forward did not keep
-        xn = torch.native_layer_norm(x, (c,), ln_w, ln_b, ctx.eps)[0]
+        xn = layer_norm_rows(x, ln_w, ln_b, ctx.eps)[0]
         if h is None:
             h = torch.addmm(b1, xn, w1.t())
         a = _act_forward(ctx.act, h)

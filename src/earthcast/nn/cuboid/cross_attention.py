@@ -17,20 +17,20 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from earthcast.nn.cuboid.decomposition import (
     PADDING_TYPES,
     from_cuboid_heads,
     normalize_strategy,
     pad,
+    projection_commutes_with_padding,
     roll,
     to_cuboid_heads,
     unpad,
 )
 from earthcast.nn.cuboid.masks import cross_attention_mask
 from earthcast.nn.cuboid.relative_bias import RelativePositionBias
-from earthcast.nn.cuboid.self_attention import attend_in_cuboids
+from earthcast.nn.cuboid.self_attention import attend_in_cuboids, run_layer
 from earthcast.nn.dropout import Dropout
 from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm import make_norm
@@ -152,10 +152,11 @@ class CuboidCrossAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
     def _project_before_padding(self, pads: Sequence[int]) -> bool:
-        """As :meth:`CuboidSelfAttention._project_before_padding`, for the query projection."""
+        """Whether q may be projected on the unpadded grid (a separate global query projection
+        needs the normed grid itself)."""
         if self.use_global_vector and self.separate_global_qkv:
             return False
-        return not any(pads) or self.padding_type in ("nearest", "ignore") or self.q.bias is None
+        return projection_commutes_with_padding(pads, self.padding_type, self.q.bias is not None)
 
     def _append_globals(self, token_q, q, k, v, mem_globals, bias, allowed):
         """Memory global vectors join every key/value set (never masked, no positional bias).
@@ -255,15 +256,12 @@ class CuboidCrossAttentionBlock(nn.Module):
             for _ in range(n_ffn)
         )
 
-    def _call(self, level: int, fn: nn.Module, *args):
-        if self.training and self.checkpoint_level >= level:
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
-
     def forward(self, x: Tensor, mem: Tensor, mem_global_vectors: Tensor | None = None) -> Tensor:
         """``x (B, Tx, H, W, C)``, ``mem (B, Tm, H, W, C)`` → ``(B, Tx, H, W, C)``."""
         for k, attn in enumerate(self.attns):
-            x = x + self._call(2, attn, x, mem, mem_global_vectors)
+            x = x + run_layer(
+                attn, (x, mem, mem_global_vectors), self.training and self.checkpoint_level >= 2
+            )
             if self.use_inter_ffn:
                 x = self.ffns[k](x)  # recomputes its own hidden layer at checkpoint_level ≥ 1
         if not self.use_inter_ffn:

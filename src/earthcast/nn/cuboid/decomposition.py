@@ -81,6 +81,15 @@ def pad(x: Tensor, pads: Sequence[int], padding_type: str, time_pad_left: bool =
     return F.pad(x, (0, 0, 0, pw, 0, ph, *t_pad))
 
 
+def projection_commutes_with_padding(pads: Sequence[int], padding_type: str, has_bias: bool) -> bool:
+    """Whether a per-token projection may run before :func:`pad` instead of after it.
+
+    It always commutes with shifting and with ``nearest`` padding (padded tokens are copies);
+    with ``zeros`` only without a bias (``W·0 = 0``); with ``ignore`` always (padded keys are
+    masked, padded queries cropped)."""
+    return not any(pads) or padding_type in ("nearest", "ignore") or not has_bias
+
+
 def unpad(x: Tensor, pads: Sequence[int], padding_type: str) -> Tensor:
     """Exact inverse of :func:`pad`: crop, or for ``nearest`` read each position back from a slot
     holding its copy (:func:`nearest_readback`). ``x (B, T', H', W', C)`` → ``(B, T, H, W, C)``."""

@@ -26,6 +26,7 @@ from earthcast.nn.cuboid.decomposition import (
     normalize_strategy,
     pad,
     pad_amounts,
+    projection_commutes_with_padding,
     roll,
     to_cuboid_heads,
     unpad,
@@ -81,6 +82,12 @@ def attend_in_cuboids(
     )
     unfold = "(b n) h v d -> b n h v d" if allowed is None else "b (n h) v d -> b n h v d"
     return rearrange(out, unfold, b=b, n=n, h=h)
+
+
+def run_layer(layer: nn.Module, args: tuple, checkpointed: bool):
+    """``layer(*args)``; with ``checkpointed`` its activations are recomputed in backward
+    (``checkpoint_level`` 2 of the cuboid blocks)."""
+    return checkpoint(layer, *args, use_reentrant=False) if checkpointed else layer(*args)
 
 
 class CuboidSelfAttention(nn.Module):
@@ -194,13 +201,11 @@ class CuboidSelfAttention(nn.Module):
         return x if new_globals is None else (x, new_globals)
 
     def _project_before_padding(self, pads: Sequence[int]) -> bool:
-        """Whether q/k/v may be projected on the unpadded grid: per-token projections commute
-        with shifting and with nearest padding, with zero padding when they have no bias
-        (``W·0 = 0``) and with ``ignore`` padding (padded keys are masked, padded queries
-        cropped); separate global projections need the normed grid itself."""
+        """Whether q/k/v may be projected on the unpadded grid (separate global projections
+        need the normed grid itself)."""
         if self.glob is not None and self.glob.separate:
             return False
-        return not any(pads) or self.padding_type in ("nearest", "ignore") or self.qkv.bias is None
+        return projection_commutes_with_padding(pads, self.padding_type, self.qkv.bias is not None)
 
     @property
     def _dropout_p(self) -> float:
@@ -321,20 +326,15 @@ class CuboidSelfAttentionBlock(nn.Module):
             else None
         )
 
-    def _call(self, level: int, fn: nn.Module, *args: Tensor):
-        if self.training and self.checkpoint_level >= level:
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
-
     def forward(self, x: Tensor, global_vectors: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """``x (B, T, H, W, C)`` [+ globals ``(B, P, Cg)``] → same shape(s)."""
         g = global_vectors
         for k, attn in enumerate(self.attns):
             if self.use_globals:
-                dx, dg = self._call(2, attn, x, g)
+                dx, dg = run_layer(attn, (x, g), self.training and self.checkpoint_level >= 2)
                 x, g = x + dx, g + dg
             else:
-                x = x + self._call(2, attn, x)
+                x = x + run_layer(attn, (x,), self.training and self.checkpoint_level >= 2)
             if self.use_inter_ffn:
                 x, g = self._ffn(k, x, g)
         if not self.use_inter_ffn:
