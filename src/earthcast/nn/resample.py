@@ -64,11 +64,15 @@ class Upsample2D(nn.Module):
         self.size = tuple(int(s) for s in size)
         self.conv = nn.Conv2d(dim, out_dim, kernel_size, padding=kernel_size // 2)
 
+    def whole_factors(self, in_size: Sequence[int]) -> tuple[int, int] | None:
+        """``(s_h, s_w)`` when this layer resizes ``in_size=(h, w)`` by whole factors ``≥ 2``."""
+        return _whole_factors(in_size, self.size)
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, T, h, w, C)`` → ``(B, T, H, W, C_out)``."""
         b = x.shape[0]
         x = rearrange(x, "b t h w c -> (b t) c h w")
-        factors = _whole_factors(x.shape[-2:], self.size)
+        factors = self.whole_factors(x.shape[-2:])
         if factors is not None and self.conv.kernel_size == (3, 3):
             return rearrange(
                 nearest_upsample_conv3x3(x, self.conv.weight, self.conv.bias, factors),

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from earthcast.nn.folded_upsample import upsample_conv_conv
 from earthcast.nn.mlp import make_activation
 from earthcast.nn.precision import under_autocast
 from earthcast.nn.resample import PatchMerging3D, Upsample2D
@@ -49,18 +50,19 @@ class ConvStack(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C_in, H, W)`` → ``(N, C_out, H, W)``."""
-        act = self[2]
-        if not (
-            len(self) >= 3
-            and isinstance(act, nn.LeakyReLU)
-            and torch.is_grad_enabled()
-            and not under_autocast(x)
-        ):
-            return super().forward(x)
+        return self.after_first_conv(self[0](x)) if len(self) else x
+
+    def after_first_conv(self, z: Tensor) -> Tensor:
+        """The layers after the first convolution, given its output ``z``: ``(N, C_out, H, W)``."""
+        act = self[2] if len(self) >= 3 else None
+        if not (isinstance(act, nn.LeakyReLU) and torch.is_grad_enabled() and not under_autocast(z)):
+            for layer in list(self)[1:]:
+                z = layer(z)
+            return z
         # channels-last throughout: the convolutions, GroupNorm and the elementwise backward kernels
         # are faster on it, and mixing layouts with the incoming gradients (channels-last views of
         # the (B, T, H, W, C) grid) sends the elementwise kernels down a slow strided path
-        z = self[0](x).contiguous(memory_format=torch.channels_last)
+        z = z.contiguous(memory_format=torch.channels_last)
         for i in range(1, len(self) // 3):
             norm, conv = self[3 * i - 2], self[3 * i]
             z = _NormActConv.apply(
@@ -157,6 +159,39 @@ def per_frame(fn: nn.Module, x: Tensor) -> Tensor:
     return rearrange(y, "(b t) c h w -> b t h w c", b=b)
 
 
+def upsample_then_convs(upsample: Upsample2D, convs: ConvStack, x: Tensor) -> Tensor:
+    """``convs(upsample(x))`` per frame: ``(B, T, h, w, C)`` → ``(B, T, H, W, C_out)``.
+
+    Nothing nonlinear separates the upsampling convolution from the stack's first convolution,
+    so for whole-factor resizes the two are computed as one convolution on the small grid
+    (:func:`~earthcast.nn.folded_upsample.upsample_conv_conv`): the upsampling convolution costs
+    nothing and the large intermediate image is never made.
+    """
+    factors = upsample.whole_factors(x.shape[2:4])
+    first = convs[0] if len(convs) else None
+    if factors is None or not _is_plain_conv3x3(first) or not _is_plain_conv3x3(upsample.conv):
+        return per_frame(convs, upsample(x))
+    b = x.shape[0]
+    frames = rearrange(x, "b t h w c -> (b t) c h w")
+    z = upsample_conv_conv(
+        frames, upsample.conv.weight, upsample.conv.bias, first.weight, first.bias, factors
+    )
+    return rearrange(convs.after_first_conv(z), "(b t) c h w -> b t h w c", b=b)
+
+
+def _is_plain_conv3x3(layer: nn.Module | None) -> bool:
+    """A stride-1, zero-padded-by-1, ungrouped 3×3 ``Conv2d`` (what the folding assumes)."""
+    return (
+        isinstance(layer, nn.Conv2d)
+        and layer.kernel_size == (3, 3)
+        and layer.stride == (1, 1)
+        and layer.padding == (1, 1)
+        and layer.dilation == (1, 1)
+        and layer.groups == 1
+        and layer.padding_mode == "zeros"
+    )
+
+
 class ConvStem(nn.Module):
     """``conv`` stem: convs to ``dim`` then patch merging by ``factor``."""
 
@@ -183,7 +218,7 @@ class ConvHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, T, h, w, dim)`` → ``(B, T, H, W, dim)``."""
-        return per_frame(self.convs, self.upsample(x))
+        return upsample_then_convs(self.upsample, self.convs, x)
 
 
 class StackStemStage(nn.Module):
@@ -232,7 +267,8 @@ class StackHeadStage(nn.Module):
         self.convs = conv_stack(in_dim, dim, num_convs, max(1, dim // 4), activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        return per_frame(self.convs, self.upsample(x))
+        """``(B, T, h, w, in_dim)`` → ``(B, T, H, W, dim)``."""
+        return upsample_then_convs(self.upsample, self.convs, x)
 
 
 class StackConvHead(nn.Module):
