@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from earthcast.nn.attention import _DropoutMatmul
-from earthcast.nn.dropout import CHUNK, Dropout, apply_dropout_, drop_mask, quantised
+from earthcast.nn.dropout import CHUNK, Dropout, DropoutMask, apply_dropout_, drop_mask, quantised
 from earthcast.nn.mlp import PositionwiseFFN, _FusedPreNormMLP
 from earthcast.nn.resample import Upsample2D, _NearestUpConv, nearest_upsample_conv3x3
 
@@ -112,7 +113,7 @@ def test_dropout_is_unbiased_reproducible_and_consistent_in_backward():
     assert abs((y == 0).float().mean().item() - 0.1) < 0.005
     assert abs(y.mean().item() - 1.0) < 0.01  # rescaled: unbiased
     y.sum().backward()
-    assert torch.equal(x.grad == 0, y == 0)  # backward regenerates exactly the forward mask
+    assert torch.equal(x.grad == 0, y == 0)  # backward applies exactly the forward mask
     torch.manual_seed(7)
     assert torch.equal(layer(x), y)
     assert torch.equal(layer.eval()(x), x)
@@ -133,6 +134,23 @@ def test_chunked_in_place_dropout_matches_the_mask_across_chunks_and_layouts():
     assert torch.equal(a == 0, drop) and torch.equal(b == 0, drop)
     assert torch.all(b[~drop] == 6.0)
     assert abs(drop.float().mean().item() - 0.25) < 0.002
+
+
+def test_dropout_mask_keeps_its_draw_packed_and_reapplies_it_exactly():
+    """The first application draws the seed's stream and keeps one bit per element; later ones
+    (backward) unpack those bits: the same mask as regenerating it from the seed, on any layout."""
+    shape = (2, CHUNK // 2 + 13)  # past a chunk boundary, ragged tail
+    mask = DropoutMask(0.3, 21)
+    first = mask.apply_(torch.ones(shape), 2.0)
+    assert mask.packed is not None and mask.packed.nbytes == (first.numel() + 7) // 8
+    drop = drop_mask(shape, 0.3, 21, first.device)
+    assert torch.equal(first == 0, drop) and torch.all(first[~drop] == 2.0)
+    packed = mask.packed.copy()
+    again = mask.apply_(torch.full(shape, 3.0, dtype=torch.float64))
+    assert np.array_equal(mask.packed, packed)  # reused, not redrawn
+    assert torch.equal(again == 0, drop) and torch.all(again[~drop] == 3.0)
+    strided = mask.apply_(torch.ones(shape).t().contiguous().t())  # regenerated from the seed
+    assert torch.equal(strided == 0, drop)
 
 
 def test_dropout_matmul_gradcheck():

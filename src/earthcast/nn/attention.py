@@ -21,7 +21,7 @@ its own feature slot, so ``[q₀|q₁]·[k₀|0]ᵀ = q₀·k₀ᵀ``.
 
 *Dropout on CPU.* PyTorch's CPU SDPA falls back to its math kernel with slow ``bernoulli_``
 dropout; with attention dropout on a CPU tensor both backends use the explicit computation with
-a fused dropout-matmul that regenerates its mask from a seed in backward (nothing extra saved).
+a fused dropout-matmul that keeps its mask packed, one bit per element, for backward.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from earthcast.nn.dropout import apply_dropout_, dropout, new_seed, quantised
+from earthcast.nn.dropout import DropoutMask, dropout, new_seed, quantised
 from earthcast.nn.precision import under_autocast
 from earthcast.nn.softmax import softmax_last
 
@@ -151,8 +151,8 @@ class _DropoutMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, probs: Tensor, v: Tensor, p: float, seed: int) -> Tensor:
         ctx.save_for_backward(probs, v)
-        ctx.p, ctx.seed, ctx.scale = p, seed, quantised(p)[1]
-        dropped = apply_dropout_(probs.clone(memory_format=torch.contiguous_format), p, seed)
+        ctx.mask, ctx.scale = DropoutMask(p, seed), quantised(p)[1]
+        dropped = ctx.mask.apply_(probs.clone(memory_format=torch.contiguous_format))
         return torch.matmul(dropped, v).mul_(ctx.scale)  # rescale the (smaller) output
 
     @staticmethod
@@ -160,7 +160,7 @@ class _DropoutMatmul(torch.autograd.Function):
         probs, v = ctx.saved_tensors
         dropped = probs.clone(memory_format=torch.contiguous_format)
         g_probs = torch.matmul(grad, v.transpose(-2, -1))
-        apply_dropout_((dropped, g_probs), ctx.p, ctx.seed, (1.0, ctx.scale))  # one mask, drawn once
+        ctx.mask.apply_((dropped, g_probs), (1.0, ctx.scale))  # the forward's mask, unpacked once
         g_v = torch.matmul(dropped.transpose(-2, -1), grad).mul_(ctx.scale)
         return g_probs, _unbroadcast(g_v, v.shape), None, None
 

@@ -1,15 +1,16 @@
-"""Dropout that keeps no mask in memory and draws its random numbers fast on CPU.
+"""Dropout that keeps one bit per element for backward and draws its random numbers fast on CPU.
 
 ``torch.nn.Dropout`` on CPU draws one ``bernoulli_`` float per element (Mersenne Twister) and
 saves a float32 noise tensor for backward (4 bytes/element). Here the drop-mask comes from a
 seeded SFC64 stream of 64-bit words viewed as 16-bit lanes (one word gives four elements, ≈10×
-faster than ``bernoulli_``) and is *regenerated* in backward from the seed, so dropout keeps only
-an integer for backward. The stream is drawn in chunks of ``CHUNK`` elements (one generator per
-``(seed, chunk)``), so :func:`apply_dropout_` can drop in place chunk by chunk with a small float
-multiplier: ~4× faster than ``masked_fill_`` (a scalar loop on CPU) and without a full-size mask.
-The drop probability is quantised to 1/65536 and the rescaling uses the quantised value, so the
-layer stays unbiased. Seeds come from torch's global generator, so
-``torch.manual_seed`` makes runs reproducible.
+faster than ``bernoulli_``). A :class:`DropoutMask` keeps the drawn mask packed, one bit per
+element, so backward unpacks it (~4× cheaper than drawing the stream again); the mask is also a
+pure function of the seed, so any path may regenerate it instead. The stream is drawn in chunks
+of ``CHUNK`` elements (one generator per ``(seed, chunk)``), so :meth:`DropoutMask.apply_` drops
+in place chunk by chunk with a small float multiplier: ~4× faster than ``masked_fill_`` (a
+scalar loop on CPU) and without a full-size mask. The drop probability is quantised to 1/65536
+and the rescaling uses the quantised value, so the layer stays unbiased. Seeds come from torch's
+global generator, so ``torch.manual_seed`` makes runs reproducible.
 
 On CUDA the fused native kernel is already fast and memory-lean; it is used as is.
 """
@@ -56,36 +57,62 @@ def drop_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int, device: 
     return (raw.view(torch.int16)[:n] < -32768 + drop_count).view(shape)
 
 
+class DropoutMask:
+    """One dropout mask, ``(p, seed)``, applied to several tensors in turn (forward, then backward).
+
+    The first in-place application on a contiguous CPU tensor draws the mask from the seed's
+    stream and keeps it *packed*, one bit per element (1/32 of a float32 tensor); later
+    applications unpack those bits instead of drawing the stream again, which costs ~4× more.
+    Anywhere else (CUDA, non-contiguous tensors) the mask is regenerated from the seed: the same
+    mask either way, since the bits are the seed's stream.
+    """
+
+    def __init__(self, p: float, seed: int) -> None:
+        self.p, self.seed = p, seed
+        self.packed: np.ndarray | None = None
+
+    def apply_(self, xs: Tensor | Sequence[Tensor], scales: float | Sequence[float] = 1.0):
+        """In place: zero the dropped elements of every tensor in ``xs`` (one shape, one mask) and
+        multiply the rest by its scale. Returns ``xs``."""
+        tensors = [xs] if isinstance(xs, Tensor) else list(xs)
+        factors = [scales] * len(tensors) if isinstance(scales, (int, float)) else list(scales)
+        if any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors):
+            drop = drop_mask(tensors[0].shape, self.p, self.seed, tensors[0].device)
+            for t, f in zip(tensors, factors):
+                t.masked_fill_(drop, 0.0)
+                if f != 1.0:
+                    t.mul_(f)
+            return xs
+        flats = [t.view(-1) for t in tensors]
+        n = flats[0].numel()
+        drawing = self.packed is None
+        if drawing:
+            self.packed = np.empty((n + 7) // 8, dtype=np.uint8)
+        for i, at in enumerate(range(0, n, CHUNK)):
+            count = min(CHUNK, n - at)
+            bytes_ = slice(at // 8, (at + count + 7) // 8)  # CHUNK is a multiple of 8
+            if drawing:
+                keep = _keep_chunk(self.seed, i, count, quantised(self.p)[0]).view(np.uint8)
+                self.packed[bytes_] = np.packbits(keep)
+            else:
+                keep = np.unpackbits(self.packed[bytes_], count=count)
+            # multiplying by the 0/1 bytes reads 1 byte per element; a float32 multiplier would
+            # be written and read back (4 + 4 bytes), and this loop is memory-bound
+            factor = torch.from_numpy(keep)
+            for flat, f in zip(flats, factors):
+                part = flat[at : at + count]
+                part.mul_(factor)
+                if f != 1.0:
+                    part.mul_(f)
+        return xs
+
+
 def apply_dropout_(
     xs: Tensor | Sequence[Tensor], p: float, seed: int, scales: float | Sequence[float] = 1.0
 ) -> Tensor | list[Tensor]:
-    """In place: zero the elements :func:`drop_mask` drops and multiply the rest by ``scale``.
-
-    ``xs`` may be several tensors of one shape (with one scale each) that share the mask, which
-    is then drawn once. On contiguous CPU tensors this works chunk by chunk with a float
-    multiplier (vectorised, no full-size mask); elsewhere it falls back to ``masked_fill_``.
-    Returns ``xs``.
-    """
-    tensors = [xs] if isinstance(xs, Tensor) else list(xs)
-    factors = [scales] * len(tensors) if isinstance(scales, (int, float)) else list(scales)
-    if any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors):
-        drop = drop_mask(tensors[0].shape, p, seed, tensors[0].device)
-        for t, f in zip(tensors, factors):
-            t.masked_fill_(drop, 0.0)
-            if f != 1.0:
-                t.mul_(f)
-        return xs
-    drop_count = quantised(p)[0]
-    flats = [t.view(-1) for t in tensors]
-    multiplier = np.empty(min(CHUNK, flats[0].numel()), dtype=np.float32)
-    for i, at in enumerate(range(0, flats[0].numel(), CHUNK)):
-        count = min(CHUNK, flats[0].numel() - at)
-        np.copyto(multiplier[:count], _keep_chunk(seed, i, count, drop_count), casting="unsafe")
-        keep = torch.from_numpy(multiplier[:count])
-        for flat, f in zip(flats, factors):
-            part = flat[at : at + count]
-            part.mul_(keep.to(part.dtype) if f == 1.0 else keep.to(part.dtype) * f)
-    return xs
+    """In place: zero the elements :func:`drop_mask` drops and multiply the rest by ``scale``
+    (one-off: :class:`DropoutMask` when the mask is applied again later). Returns ``xs``."""
+    return DropoutMask(p, seed).apply_(xs, scales)
 
 
 def new_seed() -> int:
@@ -96,17 +123,16 @@ def new_seed() -> int:
 class _SeededDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p: float, seed: int, inplace: bool) -> Tensor:
-        scale = quantised(p)[1]
-        ctx.p, ctx.seed, ctx.scale = p, seed, scale
+        ctx.mask, ctx.scale = DropoutMask(p, seed), quantised(p)[1]
         if inplace:
             ctx.mark_dirty(x)
-            return apply_dropout_(x, p, seed, scale)
-        return apply_dropout_(x.clone(memory_format=torch.contiguous_format), p, seed, scale)
+            return ctx.mask.apply_(x, ctx.scale)
+        return ctx.mask.apply_(x.clone(memory_format=torch.contiguous_format), ctx.scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         grad = grad.clone(memory_format=torch.contiguous_format)
-        return apply_dropout_(grad, ctx.p, ctx.seed, ctx.scale), None, None, None
+        return ctx.mask.apply_(grad, ctx.scale), None, None, None
 
 
 def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:

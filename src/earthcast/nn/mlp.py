@@ -4,8 +4,8 @@
 
 Training uses a fused autograd function for the common (non-gated, LayerNorm) case. It computes
 exactly the same function but saves only ``x``, the LayerNorm statistics and the pre-activation
-``W1·LN(x)+b1`` (5 numbers per channel instead of ~15): the normalised input, the activation and
-both dropout masks are recomputed in backward (dropout masks from their seed). The backward uses
+``W1·LN(x)+b1`` (5 numbers per channel instead of ~15) and the two dropout masks packed to one bit
+per element: the normalised input and the activation are recomputed in backward. The backward uses
 ATen's own backward kernels, so gradients match autograd's to rounding.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from earthcast.nn.dropout import Dropout, apply_dropout_, new_seed, quantised
+from earthcast.nn.dropout import Dropout, DropoutMask, new_seed, quantised
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import layer_norm_rows
 from earthcast.nn.precision import under_autocast
@@ -74,37 +74,34 @@ class _FusedPreNormMLP(torch.autograd.Function):
         h = torch.addmm(b1, xn, w1.t())  # (N, hidden)
         a = _act_forward(act, h)
         scale = quantised(p)[1] if p > 0 else 1.0
-        if p > 0:  # the rescaling of the first dropout is folded into the second matmul (alpha)
-            apply_dropout_(a, p, seed)
+        masks = (DropoutMask(p, seed), DropoutMask(p, seed + 1)) if p > 0 else None
+        if masks:  # the rescaling of the first dropout is folded into the second matmul (alpha)
+            masks[0].apply_(a)
         y = torch.addmm(b2, a, w2.t(), alpha=scale)  # (N, C)
-        if p > 0:
-            apply_dropout_(y, p, seed + 1, scale)
+        if masks:
+            masks[1].apply_(y, scale)
         # without keep_hidden the pre-activation (4·C per row) is recomputed from x in backward
         ctx.save_for_backward(x, mean, rstd, ln_w, ln_b, w1, b1, w2, h if keep_hidden else None)
-        ctx.act, ctx.p, ctx.seed, ctx.eps, ctx.scale = act, p, seed, eps, scale
+        ctx.act, ctx.masks, ctx.eps, ctx.scale = act, masks, eps, scale
         return y.add_(x)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, mean, rstd, ln_w, ln_b, w1, b1, w2, h = ctx.saved_tensors
-        p, seed, scale = ctx.p, ctx.seed, ctx.scale
+        masks, scale = ctx.masks, ctx.scale
         c = x.shape[-1]
-        g_y = (
-            apply_dropout_(grad_out.clone(memory_format=torch.contiguous_format), p, seed + 1)
-            if p > 0
-            else grad_out
-        )
+        g_y = masks[1].apply_(grad_out.clone(memory_format=torch.contiguous_format)) if masks else grad_out
         # recompute what forward did not keep
         xn = layer_norm_rows(x, ln_w, ln_b, ctx.eps)[0]
         if h is None:
             h = torch.addmm(b1, xn, w1.t())
         a = _act_forward(ctx.act, h)
         g_a = torch.mm(g_y, w2)
-        if p > 0:  # the first dropout's mask, drawn once for the activation and its gradient
-            apply_dropout_((a, g_a), p, seed, (1.0, scale * scale))
+        if masks:  # the first dropout's mask, unpacked once for the activation and its gradient
+            masks[0].apply_((a, g_a), (1.0, scale * scale))
         # g_y carries one factor `scale` (second dropout), the first dropout another
-        g_w2 = torch.mm(g_y.t(), a).mul_(scale * scale) if p > 0 else g_y.t() @ a
-        g_b2 = g_y.sum(0).mul_(scale) if p > 0 else g_y.sum(0)
+        g_w2 = torch.mm(g_y.t(), a).mul_(scale * scale) if masks else g_y.t() @ a
+        g_b2 = g_y.sum(0).mul_(scale) if masks else g_y.sum(0)
         g_h = _act_backward(ctx.act, g_a, h)
         g_w1 = g_h.t() @ xn
         g_b1 = g_h.sum(0)
