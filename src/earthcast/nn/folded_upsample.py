@@ -73,31 +73,80 @@ def fold_kernels(
 
 
 def _ring_corrections(
-    x: Tensor, up_weight: Tensor, up_bias: Tensor | None, conv_weight: Tensor, factors: tuple[int, int]
+    rows: Tensor,
+    cols: Tensor,
+    up_weight: Tensor,
+    up_bias: Tensor | None,
+    conv_weight: Tensor,
+    factors: tuple[int, int],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """What the folded kernel adds from the intermediate's one-pixel ring outside the image.
+
+    Args:
+        rows: the input's first and last rows ``(N, C_in, 2, w)``; cols: its first and last
+            columns ``(N, C_in, h, 2)``.
 
     Returns the amounts to subtract from the top and bottom output rows ``(N, C_out, s_w·w)``
     and the left and right output columns ``(N, C_out, s_h·h)``. The ring's corners belong to the
     top and bottom rows, so no corner is counted twice.
     """
     sh, sw = factors
-    first_row = x[:, :, 0, :].repeat_interleave(sw, dim=-1)  # upsampled row 0, (N, C_in, s_w·w)
-    last_row = x[:, :, -1, :].repeat_interleave(sw, dim=-1)
-    first_col = x[:, :, :, 0].repeat_interleave(sh, dim=-1)
-    last_col = x[:, :, :, -1].repeat_interleave(sh, dim=-1)
+    rows = rows.repeat_interleave(sw, dim=-1)  # upsampled rows 0 and H−1, (N, C_in, 2, s_w·w)
+    cols = cols.repeat_interleave(sh, dim=-2)
     # intermediate row −1 sees only upsampled row 0, through the first kernel's last row of taps;
     # padding 2 covers columns −1 … s_w·w (the corners)
-    above = F.conv1d(first_row, up_weight[:, :, 2, :], up_bias, padding=2)
-    below = F.conv1d(last_row, up_weight[:, :, 0, :], up_bias, padding=2)
-    left = F.conv1d(first_col, up_weight[:, :, :, 2], up_bias, padding=1)
-    right = F.conv1d(last_col, up_weight[:, :, :, 0], up_bias, padding=1)
+    above = F.conv1d(rows[:, :, 0], up_weight[:, :, 2, :], up_bias, padding=2)
+    below = F.conv1d(rows[:, :, 1], up_weight[:, :, 0, :], up_bias, padding=2)
+    left = F.conv1d(cols[..., 0], up_weight[:, :, :, 2], up_bias, padding=1)
+    right = F.conv1d(cols[..., 1], up_weight[:, :, :, 0], up_bias, padding=1)
     return (
         F.conv1d(above, conv_weight[:, :, 0, :]),
         F.conv1d(below, conv_weight[:, :, 2, :]),
         F.conv1d(left, conv_weight[:, :, :, 0], padding=1),
         F.conv1d(right, conv_weight[:, :, :, 2], padding=1),
     )
+
+
+class _ConvAndEdges(torch.autograd.Function):
+    """``conv2d(x, kernel, bias, padding=1)`` plus copies of ``x``'s border rows and columns.
+
+    Sliced out with autograd, every edge would send back a zero tensor the size of ``x`` (and in
+    the default layout, so the sum with the channels-last convolution gradient takes a slow mixed-
+    layout path); here backward adds the four edge gradients into the convolution's in place.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: Tensor, bias: Tensor | None):
+        ctx.save_for_backward(x, kernel)
+        ctx.has_bias = bias is not None
+        blocks = F.conv2d(x, kernel, bias, padding=1)
+        rows = x[:, :, [0, -1], :].contiguous()  # (N, C, 2, w)
+        cols = x[:, :, :, [0, -1]].contiguous()  # (N, C, h, 2)
+        return blocks, rows, cols
+
+    @staticmethod
+    def backward(ctx, g_blocks: Tensor, g_rows: Tensor, g_cols: Tensor):
+        x, kernel = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        g_x, g_kernel, g_bias = torch.ops.aten.convolution_backward(
+            g_blocks,
+            x,
+            kernel,
+            [kernel.shape[0]] if ctx.has_bias else None,
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [needs[0], needs[1], ctx.has_bias and needs[2]],
+        )
+        if g_x is not None:
+            g_x[:, :, 0, :] += g_rows[:, :, 0]
+            g_x[:, :, -1, :] += g_rows[:, :, 1]
+            g_x[:, :, :, 0] += g_cols[..., 0]
+            g_x[:, :, :, -1] += g_cols[..., 1]
+        return g_x, g_kernel, g_bias
 
 
 def upsample_conv_conv(
@@ -126,8 +175,8 @@ def upsample_conv_conv(
         raise ValueError(f"upsample_conv_conv needs whole factors >= 2, got {factors}")
     kernel, bias = fold_kernels(up_weight, up_bias, conv_weight, conv_bias, factors)
     x = x.contiguous(memory_format=torch.channels_last)
-    blocks = F.conv2d(x, kernel, bias, padding=1)  # (N, s_h·s_w·C_out, h, w)
-    corrections = _ring_corrections(x, up_weight, up_bias, conv_weight, factors)
+    blocks, rows, cols = _ConvAndEdges.apply(x, kernel, bias)  # blocks: (N, s_h·s_w·C_out, h, w)
+    corrections = _ring_corrections(rows, cols, up_weight, up_bias, conv_weight, factors)
     return _ShuffleBlocks.apply(blocks, *corrections, sh, sw)
 
 
