@@ -161,8 +161,15 @@ def test_dropout_matmul_gradcheck():
 
 @pytest.mark.parametrize(
     ("small", "size"),
-    [((5, 7), (10, 14)), ((4, 3), (12, 9)), ((3, 5), (6, 15)), ((1, 1), (4, 2)), ((5, 7), (11, 14))],
-    ids=["x2", "x3", "x2-x3", "x4-x2-one-pixel", "not-whole"],
+    [
+        ((5, 7), (10, 14)),
+        ((4, 3), (12, 9)),
+        ((3, 5), (6, 15)),
+        ((1, 1), (4, 2)),
+        ((5, 7), (11, 14)),
+        ((5, 7), (5, 7)),
+    ],
+    ids=["x2", "x3", "x2-x3", "x4-x2-one-pixel", "not-whole", "same-size"],
 )
 def test_upsample_equals_interpolate_then_conv(small, size):
     """Sub-pixel form (whole factors) and the fallback both equal resize + 3×3 conv, grads too."""

@@ -79,7 +79,9 @@ class Upsample2D(nn.Module):
                 "(b t) h w c -> b t h w c",
                 b=b,
             )
-        if torch.is_grad_enabled() and not under_autocast(x):
+        if tuple(x.shape[-2:]) == self.size:  # nothing to resize (a head stage at full size)
+            x = self.conv(x.contiguous(memory_format=torch.channels_last))
+        elif torch.is_grad_enabled() and not under_autocast(x):
             x = _NearestUpConv.apply(x, self.conv.weight, self.conv.bias, self.size)
         else:
             x = self.conv(F.interpolate(x, size=self.size, mode="nearest"))
