@@ -53,14 +53,16 @@ def _act_forward(name: str, h: Tensor, inplace: bool = False) -> Tensor:
     return h
 
 
-def _act_backward(name: str, grad: Tensor, h: Tensor) -> Tensor:
+def _act_backward_(name: str, grad: Tensor, h: Tensor) -> Tensor:
+    """The activation's gradient w.r.t. its input ``h``, written over ``grad`` (no fresh buffer:
+    on CPU a fresh large buffer pays its page faults again)."""
     if name == "gelu":
-        return torch.ops.aten.gelu_backward(grad, h)
+        return torch.ops.aten.gelu_backward.grad_input(grad, h, grad_input=grad)
     if name == "leaky":
-        return torch.ops.aten.leaky_relu_backward(grad, h, LEAKY_SLOPE, False)
+        return torch.ops.aten.leaky_relu_backward.grad_input(grad, h, LEAKY_SLOPE, False, grad_input=grad)
     if name == "relu":
-        return torch.ops.aten.threshold_backward(grad, h, 0.0)
-    return torch.ops.aten.silu_backward(grad, h)
+        return torch.ops.aten.threshold_backward.grad_input(grad, h, 0.0, grad_input=grad)
+    return torch.ops.aten.silu_backward.grad_input(grad, h, grad_input=grad)
 
 
 class _FusedPreNormMLP(torch.autograd.Function):
@@ -102,7 +104,7 @@ class _FusedPreNormMLP(torch.autograd.Function):
         # g_y carries one factor `scale` (second dropout), the first dropout another
         g_w2 = torch.mm(g_y.t(), a).mul_(scale * scale) if masks else g_y.t() @ a
         g_b2 = g_y.sum(0).mul_(scale) if masks else g_y.sum(0)
-        g_h = _act_backward(ctx.act, g_a, h)
+        g_h = _act_backward_(ctx.act, g_a, h)
         g_w1 = g_h.t() @ xn
         g_b1 = g_h.sum(0)
         g_xn = g_h @ w1
