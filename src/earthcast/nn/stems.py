@@ -110,8 +110,8 @@ class _NormAct(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         z, norm_w, norm_b = ctx.saved_tensors
         y, mean, rstd = _norm_act(z, norm_w, norm_b, ctx.groups, ctx.eps, ctx.slope)  # recomputed
-        g_normed = torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True)
-        del y
+        # written over the recomputed y (ours; the incoming grad may be shared with other branches)
+        g_normed = torch.ops.aten.leaky_relu_backward.grad_input(grad, y, ctx.slope, True, grad_input=y)
         g_z, g_norm_w, g_norm_b = _group_norm_backward(g_normed, z, mean, rstd, norm_w, ctx.groups)
         return g_z, g_norm_w, g_norm_b, None, None, None
 
@@ -144,8 +144,8 @@ class _NormActConv(torch.autograd.Function):
             1,
             [True, True, True],
         )
-        g_normed = torch.ops.aten.leaky_relu_backward(g_y, y, ctx.slope, True)
-        del y, g_y
+        g_normed = torch.ops.aten.leaky_relu_backward.grad_input(g_y, y, ctx.slope, True, grad_input=g_y)
+        del y
         g_z, g_norm_w, g_norm_b = _group_norm_backward(g_normed, z, mean, rstd, norm_w, ctx.groups)
         return g_z, g_norm_w, g_norm_b, g_conv_w, g_conv_b, None, None, None
 
