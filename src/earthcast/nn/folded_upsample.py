@@ -119,7 +119,8 @@ class _ConvAndEdges(torch.autograd.Function):
     def forward(ctx, x: Tensor, kernel: Tensor, bias: Tensor | None):
         ctx.save_for_backward(x, kernel)
         ctx.has_bias = bias is not None
-        blocks = F.conv2d(x, kernel, bias, padding=1)
+        blocks = F.conv2d(x, kernel, bias, padding=1)  # under autocast: in its lower precision
+        ctx.compute_dtype = blocks.dtype
         rows = x[:, :, [0, -1], :].contiguous()  # (N, C, 2, w)
         cols = x[:, :, :, [0, -1]].contiguous()  # (N, C, h, 2)
         return blocks, rows, cols
@@ -128,10 +129,12 @@ class _ConvAndEdges(torch.autograd.Function):
     def backward(ctx, g_blocks: Tensor, g_rows: Tensor, g_cols: Tensor):
         x, kernel = ctx.saved_tensors
         needs = ctx.needs_input_grad
+        # backward runs outside autocast: compute in the forward's precision, return in the inputs'
+        dtype = ctx.compute_dtype
         g_x, g_kernel, g_bias = torch.ops.aten.convolution_backward(
-            g_blocks,
-            x,
-            kernel,
+            g_blocks.to(dtype),
+            x.to(dtype),
+            kernel.to(dtype),
             [kernel.shape[0]] if ctx.has_bias else None,
             [1, 1],
             [1, 1],
@@ -141,6 +144,9 @@ class _ConvAndEdges(torch.autograd.Function):
             1,
             [needs[0], needs[1], ctx.has_bias and needs[2]],
         )
+        g_x = None if g_x is None else g_x.to(x.dtype)
+        g_kernel = None if g_kernel is None else g_kernel.to(kernel.dtype)
+        g_bias = None if g_bias is None else g_bias.to(kernel.dtype)
         if g_x is not None:
             g_x[:, :, 0, :] += g_rows[:, :, 0]
             g_x[:, :, -1, :] += g_rows[:, :, 1]
@@ -158,8 +164,9 @@ def upsample_conv_conv(
     factors: tuple[int, int],
 ) -> Tensor:
     """``conv3×3(conv3×3(nearest_upsample(x, factors)))``, both zero-padded by 1, computed as one
-    convolution on the small grid (see the module docstring). Plain autograd operations, so it
-    differentiates in every argument and runs under autocast.
+    convolution on the small grid (see the module docstring). Differentiable in every argument
+    (two small autograd functions carry the border and the pixel shuffle); under autocast the
+    convolutions run in its precision, forward and backward.
 
     Args:
         x: ``(N, C_in, h, w)``.
