@@ -19,6 +19,8 @@ reaches). Those values live on a one-pixel ring; :func:`_ring_corrections` compu
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -33,7 +35,13 @@ def _phase_taps(factor: int, device, dtype) -> Tensor:
     ``y + j + k − 2``, i.e. source rows ``⌊(y + j + k − 2) / s⌋``; for ``y = s·u + m`` that is
     ``u + ⌊(m + j + k − 2) / s⌋``, independent of ``u``.
     """
-    taps = torch.zeros(factor, 3, 3, 3, device=device, dtype=dtype)
+    return _phase_taps_cpu(factor).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _phase_taps_cpu(factor: int) -> Tensor:
+    # built once on the CPU: filled element by element on a GPU it would be ~50 tiny kernels
+    taps = torch.zeros(factor, 3, 3, 3, dtype=torch.float64)
     for m in range(factor):
         for j in range(3):
             for k in range(3):
