@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -104,7 +105,13 @@ def _block_taps(factor: int, device, dtype) -> Tensor:
     block ``u`` read only source rows ``u − 1`` and ``u`` (for ``s ≥ 2``): one 2-tap window per
     block, the same for all its rows.
     """
-    taps = torch.zeros(factor, 2, 3, device=device, dtype=dtype)
+    return _block_taps_cpu(factor).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _block_taps_cpu(factor: int) -> Tensor:
+    # built once on the CPU: filled element by element on a GPU it would be many tiny kernels
+    taps = torch.zeros(factor, 2, 3, dtype=torch.float64)
     for m in range(factor):
         for k in range(3):
             # source row relative to the window start u − 1, for y = s·u − s + 1 + m
