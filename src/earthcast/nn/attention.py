@@ -82,7 +82,7 @@ def attend(
     query_blocks = [queries] * len(key_blocks) if isinstance(queries, Tensor) else list(queries)
     if len(query_blocks) != len(key_blocks):
         raise ValueError(f"{len(query_blocks)} query blocks for {len(key_blocks)} key blocks")
-    v = values if isinstance(values, Tensor) else torch.cat(list(values), dim=-2)
+    v = _join_values(values)
     if backend == "auto":
         backend = "sdpa" if v.is_cuda or v.shape[-2] >= CPU_SDPA_MIN_KEYS else "eager"
     if backend == "eager" or (dropout_p > 0 and v.device.type == "cpu"):
@@ -102,6 +102,15 @@ def attend(
     if allowed is not None:
         out = out * allowed.any(dim=-1, keepdim=True).to(out.dtype)
     return out
+
+
+def _join_values(values: Tensor | Sequence[Tensor]) -> Tensor:
+    """Value blocks concatenated along ``Lk``; one block is passed through (made contiguous,
+    which is free when it already is), so backward keeps no second copy of it."""
+    if isinstance(values, Tensor):
+        return values
+    blocks = list(values)
+    return blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks, dim=-2)
 
 
 def _fold_blocks(query_blocks: list[Tensor], key_blocks: list[Tensor]) -> tuple[Tensor, Tensor]:

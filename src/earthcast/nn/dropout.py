@@ -17,6 +17,7 @@ On CUDA the fused native kernel is already fast and memory-lean; it is used as i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,15 +98,42 @@ class DropoutMask:
                 self.packed[bytes_] = np.packbits(keep)
             else:
                 keep = np.unpackbits(self.packed[bytes_], count=count)
-            # multiplying by the 0/1 bytes reads 1 byte per element; a float32 multiplier would
-            # be written and read back (4 + 4 bytes), and this loop is memory-bound
-            factor = torch.from_numpy(keep)
+            keep_bytes = torch.from_numpy(keep)
+            widened: dict[tuple[torch.dtype, float], Tensor] = {}
             for flat, f in zip(flats, factors):
+                key = (flat.dtype, f)
+                if key not in widened:
+                    widened[key] = _widen(keep_bytes, f, flat.dtype, slot=len(widened))
                 part = flat[at : at + count]
-                part.mul_(factor)
-                if f != 1.0:
-                    part.mul_(f)
+                part.mul_(widened[key])
+                if f != 1.0 and flat.dtype != torch.float32:
+                    part.mul_(f)  # low precision: scale in the op's own float arithmetic, as before
         return xs
+
+
+_scratch = threading.local()
+
+
+def _widen(keep: Tensor, scale: float, dtype: torch.dtype, slot: int) -> Tensor:
+    """The 0/1 keep bytes as ``dtype`` multipliers (times ``scale`` for float32), in a per-thread
+    scratch buffer.
+
+    Multiplying a float tensor by the uint8 bytes directly makes ATen widen them into a *fresh*
+    buffer first; on CPU a fresh multi-MB buffer pays its page faults again on every chunk (2/3 of
+    dropout's time in a training step). ``keep · scale`` in float32 is exactly the float32
+    ``scale`` the separate multiply used, so folding it saves a pass without changing a bit.
+    """
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    count = keep.numel()
+    buf = buffers.get((dtype, slot))
+    if buf is None or buf.numel() < count:
+        buf = buffers[(dtype, slot)] = torch.empty(max(count, CHUNK), dtype=dtype)
+    out = buf[:count]
+    if dtype == torch.float32 and scale != 1.0:
+        return torch.mul(keep, scale, out=out)
+    return out.copy_(keep)
 
 
 def apply_dropout_(
