@@ -136,6 +136,21 @@ def test_chunked_in_place_dropout_matches_the_mask_across_chunks_and_layouts():
     assert abs(drop.float().mean().item() - 0.25) < 0.002
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_with_folded_rescale_is_bitwise_the_separate_multiply(dtype):
+    """The keep bytes are widened into a scratch buffer with the float32 rescale folded in:
+    bit for bit ``masked_fill`` then ``* scale``, for an inexact scale, several scales sharing
+    one mask, and bf16 (whose rescale stays a separate multiply)."""
+    p = 0.1
+    scale = quantised(p)[1]  # 1/(1 − p): not exactly representable
+    shape = (2, CHUNK + 5)
+    x, y = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+    drop = drop_mask(shape, p, 3, x.device)
+    got_x, got_y = apply_dropout_((x.clone(), y.clone()), p, 3, (scale, scale * scale))
+    assert torch.equal(got_x, x.masked_fill(drop, 0.0).mul_(scale))
+    assert torch.equal(got_y, y.masked_fill(drop, 0.0).mul_(scale * scale))
+
+
 def test_dropout_mask_keeps_its_draw_packed_and_reapplies_it_exactly():
     """The first application draws the seed's stream and keeps one bit per element; later ones
     (backward) unpack those bits: the same mask as regenerating it from the seed, on any layout."""
