@@ -17,13 +17,14 @@ On CUDA the fused native kernel is already fast and memory-lean; it is used as i
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from earthcast.nn.scratch import scratch
 
 _LANES = 4  # int16 lanes per 64-bit word
 
@@ -111,29 +112,17 @@ class DropoutMask:
         return xs
 
 
-_scratch = threading.local()
-
-
 def _widen(keep: Tensor, scale: float, dtype: torch.dtype, slot: int) -> Tensor:
-    """The 0/1 keep bytes as ``dtype`` multipliers (times ``scale`` for float32), in a per-thread
-    scratch buffer.
+    """The 0/1 keep bytes as ``dtype`` multipliers (times ``scale`` for float32), in a scratch
+    buffer.
 
     Multiplying a float tensor by the uint8 bytes directly makes ATen widen them into a *fresh*
-    buffer first; on CPU a fresh multi-MB buffer pays its page faults again on every chunk (2/3 of
-    dropout's time in a training step). ``keep · scale`` in float32 is exactly the float32
-    ``scale`` the separate multiply used, so folding it saves a pass without changing a bit.
+    buffer first, on every chunk (see ``nn/scratch.py`` for why fresh buffers are slow on CPU).
+    ``keep · scale`` in float32 is exactly the float32 ``scale`` the separate multiply used, so
+    folding it saves a pass without changing a bit.
     """
-    buffers = getattr(_scratch, "buffers", None)
-    if buffers is None:
-        buffers = _scratch.buffers = {}
-    count = keep.numel()
-    buf = buffers.get((dtype, slot))
-    if buf is None or buf.numel() < count:
-        buf = buffers[(dtype, slot)] = torch.empty(max(count, CHUNK), dtype=dtype)
-    out = buf[:count]
-    if dtype == torch.float32 and scale != 1.0:
-        return torch.mul(keep, scale, out=out)
-    return out.copy_(keep)
+    out = scratch(keep.shape, dtype, f"dropout_keep_{slot}").copy_(keep)
+    return out.mul_(scale) if dtype == torch.float32 and scale != 1.0 else out
 
 
 def apply_dropout_(

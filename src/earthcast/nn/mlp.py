@@ -21,6 +21,7 @@ from earthcast.nn.dropout import Dropout, DropoutMask, new_seed, quantised
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import layer_norm_rows
 from earthcast.nn.precision import under_autocast
+from earthcast.nn.scratch import scratch
 
 Activation = Literal["gelu", "leaky", "relu", "silu", "identity"]
 LEAKY_SLOPE = 0.1
@@ -38,6 +39,19 @@ def make_activation(name: str, inplace: bool = False) -> nn.Module:
     if name not in table:
         raise ValueError(f"unknown activation '{name}', choose one of {sorted(table)}")
     return table[name]()
+
+
+def _act_into(name: str, h: Tensor, out: Tensor) -> Tensor:
+    """The activation ``name`` of ``h`` written into ``out``."""
+    if name == "gelu":
+        return torch.ops.aten.gelu.out(h, out=out)
+    if name == "leaky":
+        return torch.ops.aten.leaky_relu.out(h, LEAKY_SLOPE, out=out)
+    if name == "relu":
+        return torch.clamp_min(h, 0.0, out=out)
+    if name == "silu":
+        return torch.ops.aten.silu.out(h, out=out)
+    return out.copy_(h)
 
 
 def _act_forward(name: str, h: Tensor, inplace: bool = False) -> Tensor:
@@ -74,7 +88,7 @@ class _FusedPreNormMLP(torch.autograd.Function):
     ):
         xn, mean, rstd = layer_norm_rows(x, ln_w, ln_b, eps)
         h = torch.addmm(b1, xn, w1.t())  # (N, hidden)
-        a = _act_forward(act, h)
+        a = _act_into(act, h, scratch(h.shape, h.dtype, "ffn_act", h.device))  # dies in this function
         scale = quantised(p)[1] if p > 0 else 1.0
         masks = (DropoutMask(p, seed), DropoutMask(p, seed + 1)) if p > 0 else None
         if masks:  # the rescaling of the first dropout is folded into the second matmul (alpha)
@@ -97,8 +111,8 @@ class _FusedPreNormMLP(torch.autograd.Function):
         xn = layer_norm_rows(x, ln_w, ln_b, ctx.eps)[0]
         if h is None:
             h = torch.addmm(b1, xn, w1.t())
-        a = _act_forward(ctx.act, h)
-        g_a = torch.mm(g_y, w2)
+        a = _act_into(ctx.act, h, scratch(h.shape, h.dtype, "ffn_act", h.device))
+        g_a = torch.mm(g_y, w2, out=scratch(h.shape, h.dtype, "ffn_grad", h.device))
         if masks:  # the first dropout's mask, unpacked once for the activation and its gradient
             masks[0].apply_((a, g_a), (1.0, scale * scale))
         # g_y carries one factor `scale` (second dropout), the first dropout another
