@@ -35,7 +35,7 @@ from torch import Tensor
 
 from earthcast.nn.dropout import DropoutMask, dropout, new_seed, quantised
 from earthcast.nn.precision import under_autocast
-from earthcast.nn.scratch import scratch
+from earthcast.nn.scratch import scratch_copy
 from earthcast.nn.softmax import softmax_last
 
 Backend = Literal["auto", "sdpa", "eager"]
@@ -162,22 +162,17 @@ class _DropoutMatmul(torch.autograd.Function):
     def forward(ctx, probs: Tensor, v: Tensor, p: float, seed: int) -> Tensor:
         ctx.save_for_backward(probs, v)
         ctx.mask, ctx.scale = DropoutMask(p, seed), quantised(p)[1]
-        dropped = ctx.mask.apply_(_scratch_copy(probs, "dropped_probs"))
+        dropped = ctx.mask.apply_(scratch_copy(probs, "dropped_probs"))
         return torch.matmul(dropped, v).mul_(ctx.scale)  # rescale the (smaller) output
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         probs, v = ctx.saved_tensors
-        dropped = _scratch_copy(probs, "dropped_probs")
+        dropped = scratch_copy(probs, "dropped_probs")
         g_probs = torch.matmul(grad, v.transpose(-2, -1))
         ctx.mask.apply_((dropped, g_probs), (1.0, ctx.scale))  # the forward's mask, unpacked once
         g_v = torch.matmul(dropped.transpose(-2, -1), grad).mul_(ctx.scale)
         return g_probs, _unbroadcast(g_v, v.shape), None, None
-
-
-def _scratch_copy(t: Tensor, slot: str) -> Tensor:
-    """A contiguous copy of ``t`` in a scratch buffer (a temporary of this module's functions)."""
-    return scratch(t.shape, t.dtype, slot, t.device).copy_(t)
 
 
 def _unbroadcast(grad: Tensor, shape: torch.Size) -> Tensor:

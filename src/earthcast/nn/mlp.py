@@ -21,7 +21,7 @@ from earthcast.nn.dropout import Dropout, DropoutMask, new_seed, quantised
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import layer_norm_rows
 from earthcast.nn.precision import under_autocast
-from earthcast.nn.scratch import scratch
+from earthcast.nn.scratch import scratch, scratch_copy
 
 Activation = Literal["gelu", "leaky", "relu", "silu", "identity"]
 LEAKY_SLOPE = 0.1
@@ -106,7 +106,7 @@ class _FusedPreNormMLP(torch.autograd.Function):
         x, mean, rstd, ln_w, ln_b, w1, b1, w2, h = ctx.saved_tensors
         masks, scale = ctx.masks, ctx.scale
         c = x.shape[-1]
-        g_y = masks[1].apply_(grad_out.clone(memory_format=torch.contiguous_format)) if masks else grad_out
+        g_y = masks[1].apply_(scratch_copy(grad_out, "ffn_grad_out")) if masks else grad_out
         # recompute what forward did not keep
         xn = layer_norm_rows(x, ln_w, ln_b, ctx.eps)[0]
         if h is None:
@@ -121,11 +121,11 @@ class _FusedPreNormMLP(torch.autograd.Function):
         g_h = _act_backward_(ctx.act, g_a, h)
         g_w1 = g_h.t() @ xn
         g_b1 = g_h.sum(0)
-        g_xn = g_h @ w1
+        g_xn = torch.mm(g_h, w1, out=scratch(x.shape, x.dtype, "ffn_grad_normed", x.device))
         g_x, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
             g_xn, x, (c,), mean, rstd, ln_w, ln_b, [True, True, True]
         )
-        return grad_out + g_x, g_lnw, g_lnb, g_w1, g_b1, g_w2, g_b2, None, None, None, None, None
+        return g_x.add_(grad_out), g_lnw, g_lnb, g_w1, g_b1, g_w2, g_b2, None, None, None, None, None
 
 
 class PositionwiseFFN(nn.Module):

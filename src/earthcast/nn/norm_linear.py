@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from earthcast.nn.precision import under_autocast
+from earthcast.nn.scratch import scratch
 
 
 def norm_linear(x: Tensor, norm: nn.Module, linear: nn.Linear) -> Tensor:
@@ -68,6 +69,13 @@ class _LayerNormLinear(torch.autograd.Function):
         g_x = g_lnw = g_lnb = None
         if need_x or need_lnw or need_lnb:
             g_x, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
-                grad @ w, x, (x.shape[-1],), mean, rstd, ln_w, ln_b, [need_x, need_lnw, need_lnb]
+                torch.mm(grad, w, out=scratch(x.shape, x.dtype, "norm_linear_grad_normed", x.device)),
+                x,
+                (x.shape[-1],),
+                mean,
+                rstd,
+                ln_w,
+                ln_b,
+                [need_x, need_lnw, need_lnb],
             )
         return g_x, g_lnw, g_lnb, g_w, g_b, None

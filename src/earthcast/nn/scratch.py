@@ -45,3 +45,8 @@ def scratch(
     if buf is None or buf.numel() < numel:
         buf = buffers[key] = torch.empty(max(numel, 1), dtype=dtype)
     return buf[:numel].view(shape)
+
+
+def scratch_copy(t: Tensor, slot: str) -> Tensor:
+    """A contiguous copy of ``t`` in ``slot``'s scratch buffer (see :func:`scratch`)."""
+    return scratch(t.shape, t.dtype, slot, t.device).copy_(t)
