@@ -21,6 +21,7 @@ from earthcast.nn.dropout import Dropout, DropoutMask, new_seed, quantised
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import layer_norm_rows
 from earthcast.nn.precision import under_autocast
+from earthcast.nn.rowmm import Linear, linear_rows, rows_times, weight_grad
 from earthcast.nn.scratch import scratch, scratch_copy
 
 Activation = Literal["gelu", "leaky", "relu", "silu", "identity"]
@@ -87,13 +88,13 @@ class _FusedPreNormMLP(torch.autograd.Function):
         ctx, x, ln_w, ln_b, w1, b1, w2, b2, act: str, p: float, seed: int, eps: float, keep_hidden: bool
     ):
         xn, mean, rstd = layer_norm_rows(x, ln_w, ln_b, eps)
-        h = torch.addmm(b1, xn, w1.t())  # (N, hidden)
+        h = linear_rows(xn, w1, b1)  # (N, hidden)
         a = _act_into(act, h, scratch(h.shape, h.dtype, "ffn_act", h.device))  # dies in this function
         scale = quantised(p)[1] if p > 0 else 1.0
         masks = (DropoutMask(p, seed), DropoutMask(p, seed + 1)) if p > 0 else None
         if masks:  # the rescaling of the first dropout is folded into the second matmul (alpha)
             masks[0].apply_(a)
-        y = torch.addmm(b2, a, w2.t(), alpha=scale)  # (N, C)
+        y = linear_rows(a, w2, b2, alpha=scale)  # (N, C)
         if masks:
             masks[1].apply_(y, scale)
         # without keep_hidden the pre-activation (4·C per row) is recomputed from x in backward
@@ -110,18 +111,18 @@ class _FusedPreNormMLP(torch.autograd.Function):
         # recompute what forward did not keep
         xn = layer_norm_rows(x, ln_w, ln_b, ctx.eps)[0]
         if h is None:
-            h = torch.addmm(b1, xn, w1.t())
+            h = linear_rows(xn, w1, b1)
         a = _act_into(ctx.act, h, scratch(h.shape, h.dtype, "ffn_act", h.device))
-        g_a = torch.mm(g_y, w2, out=scratch(h.shape, h.dtype, "ffn_grad", h.device))
+        g_a = rows_times(g_y, w2)
         if masks:  # the first dropout's mask, unpacked once for the activation and its gradient
             masks[0].apply_((a, g_a), (1.0, scale * scale))
         # g_y carries one factor `scale` (second dropout), the first dropout another
-        g_w2 = torch.mm(g_y.t(), a).mul_(scale * scale) if masks else g_y.t() @ a
+        g_w2 = weight_grad(g_y, a).mul_(scale * scale) if masks else weight_grad(g_y, a)
         g_b2 = g_y.sum(0).mul_(scale) if masks else g_y.sum(0)
         g_h = _act_backward_(ctx.act, g_a, h)
-        g_w1 = g_h.t() @ xn
+        g_w1 = weight_grad(g_h, xn)
         g_b1 = g_h.sum(0)
-        g_xn = torch.mm(g_h, w1, out=scratch(x.shape, x.dtype, "ffn_grad_normed", x.device))
+        g_xn = rows_times(g_h, w1)
         g_x, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
             g_xn, x, (c,), mean, rstd, ln_w, ln_b, [True, True, True]
         )
@@ -154,11 +155,11 @@ class PositionwiseFFN(nn.Module):
         super().__init__()
         self.recompute_hidden = recompute_hidden
         self.norm = make_norm(norm, dim)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc1_gate = nn.Linear(dim, hidden) if gated else None
+        self.fc1 = Linear(dim, hidden)
+        self.fc1_gate = Linear(dim, hidden) if gated else None
         self.activation = activation
         self.act = make_activation(activation)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop = Dropout(dropout)
         self.fusable = not gated and norm == "layer_norm" and activation in ("gelu", "leaky", "relu", "silu")
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from earthcast.nn.precision import under_autocast
-from earthcast.nn.scratch import scratch
+from earthcast.nn.rowmm import linear_rows, rows_times, weight_grad
 
 
 def norm_linear(x: Tensor, norm: nn.Module, linear: nn.Linear) -> Tensor:
@@ -50,7 +50,7 @@ class _LayerNormLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, ln_w, ln_b, w, b, eps: float):
         xn, mean, rstd = layer_norm_rows(x, ln_w, ln_b, eps)
-        y = torch.mm(xn, w.t()) if b is None else torch.addmm(b, xn, w.t())
+        y = linear_rows(xn, w, b)
         ctx.save_for_backward(x, mean, rstd, ln_w, ln_b, w)
         ctx.eps, ctx.has_bias = eps, b is not None
         return y
@@ -58,18 +58,19 @@ class _LayerNormLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, mean, rstd, ln_w, ln_b, w = ctx.saved_tensors
+        grad = grad.contiguous()  # once, for both products
         need_x, need_lnw, need_lnb, need_w, need_b = ctx.needs_input_grad[:5]
         g_w = g_b = None
         if need_w:
             xn = layer_norm_rows(x, ln_w, ln_b, ctx.eps)[0]  # recomputed, as forward made it
-            g_w = grad.t() @ xn
+            g_w = weight_grad(grad, xn)
             del xn
         if need_b and ctx.has_bias:
             g_b = grad.sum(0)
         g_x = g_lnw = g_lnb = None
         if need_x or need_lnw or need_lnb:
             g_x, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
-                torch.mm(grad, w, out=scratch(x.shape, x.dtype, "norm_linear_grad_normed", x.device)),
+                rows_times(grad, w),
                 x,
                 (x.shape[-1],),
                 mean,

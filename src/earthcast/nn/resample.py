@@ -14,6 +14,7 @@ from earthcast.nn.cuboid.decomposition import pad, pad_amounts
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import norm_linear
 from earthcast.nn.precision import under_autocast
+from earthcast.nn.rowmm import Linear
 
 
 class PatchMerging3D(nn.Module):
@@ -36,7 +37,7 @@ class PatchMerging3D(nn.Module):
         self.padding_type = padding_type
         volume = self.factor[0] * self.factor[1] * self.factor[2]
         self.norm = make_norm(norm, volume * dim)
-        self.reduction = nn.Linear(volume * dim, self.out_dim, bias=False)
+        self.reduction = Linear(volume * dim, self.out_dim, bias=False)
 
     def out_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
         """``(T, H, W, C)`` → shape after merging."""

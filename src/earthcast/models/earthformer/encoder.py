@@ -12,6 +12,7 @@ from earthcast.models.earthformer.config import EarthformerConfig
 from earthcast.nn.cuboid.patterns import get_self_pattern
 from earthcast.nn.cuboid.self_attention import CuboidSelfAttentionBlock
 from earthcast.nn.resample import PatchMerging3D
+from earthcast.nn.rowmm import Linear
 
 
 def level_widths(cfg: EarthformerConfig) -> list[int]:
@@ -84,7 +85,7 @@ class EarthformerEncoder(nn.Module):
         )
         g = cfg.global_dim_ratio
         self.global_downsamples = (
-            nn.ModuleList(nn.Linear(g * widths[i], g * widths[i + 1]) for i in range(len(widths) - 1))
+            nn.ModuleList(Linear(g * widths[i], g * widths[i + 1]) for i in range(len(widths) - 1))
             if self.num_globals > 0
             else None
         )

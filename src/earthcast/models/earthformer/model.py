@@ -17,6 +17,7 @@ from earthcast.models.earthformer.decoder import EarthformerDecoder
 from earthcast.models.earthformer.encoder import EarthformerEncoder
 from earthcast.nn.embeddings import SpaceTimePosEmbed
 from earthcast.nn.init import init_earthformer_
+from earthcast.nn.rowmm import Linear
 from earthcast.nn.stems import ConvHead, ConvStem, StackConvHead, StackConvStem
 
 
@@ -40,7 +41,7 @@ class Earthformer(nn.Module):
             if cfg.num_global_vectors > 0
             else None
         )
-        self.z_proj = nn.Linear(d_top, d_top)
+        self.z_proj = Linear(d_top, d_top)
         # learned decoder queries (z_init "zeros") are built from this table; other methods never read it
         self.dec_pos = (
             SpaceTimePosEmbed(d_top, t_out, h_top, w_top, cfg.pos_embed_type)
@@ -48,7 +49,7 @@ class Earthformer(nn.Module):
             else None
         )
         self.decoder = EarthformerDecoder(cfg, self.mem_shapes)
-        self.out_proj = nn.Linear(head_dim, c_out)
+        self.out_proj = Linear(head_dim, c_out)
         init_earthformer_(self)
         if self.global_vectors is not None:
             nn.init.trunc_normal_(self.global_vectors, std=0.02)

@@ -35,6 +35,7 @@ from earthcast.nn.dropout import Dropout
 from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import norm_linear
+from earthcast.nn.rowmm import Linear
 
 
 class CuboidCrossAttention(nn.Module):
@@ -90,17 +91,17 @@ class CuboidCrossAttention(nn.Module):
         self.attn_drop = attn_drop
         self.backend = backend
         self.norm = make_norm(norm, dim)
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(dim, 2 * dim, bias=qkv_bias)
         extent = (max_temporal_relative, *self.cuboid_hw)
         self.rel_bias = RelativePositionBias(extent, num_heads) if use_relative_pos else None
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = Dropout(proj_drop, inplace=True)  # applied to the fresh output of self.proj
         self.use_global_vector = use_global_vector
         self.separate_global_qkv = separate_global_qkv and use_global_vector
         if self.separate_global_qkv:
-            self.global_token_q = nn.Linear(dim, dim, bias=qkv_bias)
-            self.global_kv = nn.Linear(global_dim_ratio * dim, 2 * dim, bias=qkv_bias)
+            self.global_token_q = Linear(dim, dim, bias=qkv_bias)
+            self.global_kv = Linear(global_dim_ratio * dim, 2 * dim, bias=qkv_bias)
 
     def forward(self, x: Tensor, mem: Tensor, mem_global_vectors: Tensor | None = None) -> Tensor:
         """``x (B, Tx, H, W, C)``, ``mem (B, Tm, H, W, C)`` [, ``(B, P, Cg)``] → ``(B, Tx, H, W, C)``."""

@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from earthcast.nn.norm import make_norm
+from earthcast.nn.rowmm import Linear
 
 
 @dataclass
@@ -58,15 +59,15 @@ class GlobalVectorPaths(nn.Module):
         self.gdim = gdim
         self.norm = make_norm(norm, gdim)
         if separate_qkv:
-            self.token_q = nn.Linear(dim, dim, bias=qkv_bias)  # tokens' query for reading globals
-            self.kv = nn.Linear(gdim, 2 * dim, bias=qkv_bias)  # globals as keys/values for tokens
-            self.q = nn.Linear(gdim, dim, bias=qkv_bias)  # globals' query for reading tokens
-            self.token_k = nn.Linear(dim, dim, bias=qkv_bias)
-            self.token_v = nn.Linear(dim, gdim, bias=qkv_bias)
-            self.self_qkv = nn.Linear(gdim, 3 * gdim, bias=qkv_bias) if use_self_attn else None
+            self.token_q = Linear(dim, dim, bias=qkv_bias)  # tokens' query for reading globals
+            self.kv = Linear(gdim, 2 * dim, bias=qkv_bias)  # globals as keys/values for tokens
+            self.q = Linear(gdim, dim, bias=qkv_bias)  # globals' query for reading tokens
+            self.token_k = Linear(dim, dim, bias=qkv_bias)
+            self.token_v = Linear(dim, gdim, bias=qkv_bias)
+            self.self_qkv = Linear(gdim, 3 * gdim, bias=qkv_bias) if use_self_attn else None
         else:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(gdim, gdim) if use_final_proj else nn.Identity()
+            self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = Linear(gdim, gdim) if use_final_proj else nn.Identity()
 
     def shared_qkv(self, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Shared mode: ``g (B, P, C)`` → q, k, v each ``(B, h, P, d)``."""

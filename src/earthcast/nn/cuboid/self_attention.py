@@ -38,6 +38,7 @@ from earthcast.nn.dropout import Dropout
 from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import norm_linear
+from earthcast.nn.rowmm import Linear
 
 
 def attend_in_cuboids(
@@ -138,9 +139,9 @@ class CuboidSelfAttention(nn.Module):
         self.attn_drop = attn_drop
         self.backend = backend
         self.norm = make_norm(norm, dim)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.rel_bias = RelativePositionBias(self.cuboid_size, num_heads) if use_relative_pos else None
-        self.proj = nn.Linear(dim, dim) if use_final_proj else nn.Identity()
+        self.proj = Linear(dim, dim) if use_final_proj else nn.Identity()
         self.proj_drop = Dropout(proj_drop, inplace=use_final_proj)  # in place only on fresh Linear outputs
         self.num_global_vectors = num_global_vectors
         self.glob = (
