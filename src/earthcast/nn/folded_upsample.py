@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from earthcast.nn.conv_grad import conv2d_grads
+
 
 def _phase_taps(factor: int, device, dtype) -> Tensor:
     """``T[m, a, j, k]`` = 1 when output row ``s·u + m`` reaches source row ``u − 1 + a`` through
@@ -139,18 +141,8 @@ class _ConvAndEdges(torch.autograd.Function):
         needs = ctx.needs_input_grad
         # backward runs outside autocast: compute in the forward's precision, return in the inputs'
         dtype = ctx.compute_dtype
-        g_x, g_kernel, g_bias = torch.ops.aten.convolution_backward(
-            g_blocks.to(dtype),
-            x.to(dtype),
-            kernel.to(dtype),
-            [kernel.shape[0]] if ctx.has_bias else None,
-            [1, 1],
-            [1, 1],
-            [1, 1],
-            False,
-            [0, 0],
-            1,
-            [needs[0], needs[1], ctx.has_bias and needs[2]],
+        g_x, g_kernel, g_bias = conv2d_grads(
+            g_blocks.to(dtype), x.to(dtype), kernel.to(dtype), 1, *needs[:2], ctx.has_bias and needs[2]
         )
         g_x = None if g_x is None else g_x.to(x.dtype)
         g_kernel = None if g_kernel is None else g_kernel.to(kernel.dtype)

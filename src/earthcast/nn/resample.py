@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from earthcast.nn.conv_grad import conv2d_grads
 from earthcast.nn.cuboid.decomposition import pad, pad_amounts
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import norm_linear
@@ -212,19 +213,7 @@ class _NearestUpConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         up = F.interpolate(x, size=ctx.size, mode="nearest")
         pad = weight.shape[-1] // 2
-        g_up, g_w, g_b = torch.ops.aten.convolution_backward(
-            grad,
-            up,
-            weight,
-            [weight.shape[0]],
-            [1, 1],
-            [pad, pad],
-            [1, 1],
-            False,
-            [0, 0],
-            1,
-            [ctx.needs_input_grad[0], True, True],
-        )
+        g_up, g_w, g_b = conv2d_grads(grad, up, weight, pad, ctx.needs_input_grad[0])
         g_x = None
         if ctx.needs_input_grad[0]:
             g_x = torch.ops.aten.upsample_nearest2d_backward(g_up, list(ctx.size), list(x.shape), None, None)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from earthcast.nn.conv_grad import conv2d_grads
 from earthcast.nn.folded_upsample import upsample_conv_conv
 from earthcast.nn.mlp import make_activation
 from earthcast.nn.precision import under_autocast
@@ -131,19 +132,7 @@ class _NormActConv(torch.autograd.Function):
         z, norm_w, norm_b, conv_w = ctx.saved_tensors
         y, mean, rstd = _norm_act(z, norm_w, norm_b, ctx.groups, ctx.eps, ctx.slope)  # recomputed
         pad = conv_w.shape[-1] // 2
-        g_y, g_conv_w, g_conv_b = torch.ops.aten.convolution_backward(
-            grad,
-            y,
-            conv_w,
-            [conv_w.shape[0]],
-            [1, 1],
-            [pad, pad],
-            [1, 1],
-            False,
-            [0, 0],
-            1,
-            [True, True, True],
-        )
+        g_y, g_conv_w, g_conv_b = conv2d_grads(grad, y, conv_w, pad)
         g_normed = torch.ops.aten.leaky_relu_backward.grad_input(g_y, y, ctx.slope, True, grad_input=g_y)
         del y
         g_z, g_norm_w, g_norm_b = _group_norm_backward(g_normed, z, mean, rstd, norm_w, ctx.groups)
