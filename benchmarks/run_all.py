@@ -111,8 +111,22 @@ def flops_fraction(preset: str, args) -> dict:
     return {
         "fwd_gflops": r["fwd_flops"] / 1e9,
         "matmul_peak_gflops_s": r["matmul_peak_flops"] / 1e9,
+        "matmul_kernel_gflops_s": {k: round(v / 1e9, 1) for k, v in r.get("matmul_kernel_flops", {}).items()},
         "fwd_fraction_of_peak": r["fwd"]["fraction_of_matmul_peak"],
     }
+
+
+def fractions_of_peak(entry: dict) -> dict:
+    """Achieved FLOP/s of every measured phase and side as a fraction of the matmul peak
+    (forward FLOPs counted once for both sides: the same model; backward ≈ 2× forward)."""
+    out = {}
+    for phase, mult in (("fwd", 1), ("fwdbwd", 3)):
+        for side in ("ours", "ref"):
+            ms = entry[phase].get(f"{side}_ms")
+            if ms:
+                flops_s = mult * entry["fwd_gflops"] / (ms / 1000)
+                out[f"{phase}_{side}_fraction_of_peak"] = round(flops_s / entry["matmul_peak_gflops_s"], 3)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -147,6 +161,7 @@ def main(argv=None) -> dict:
                     ref.append(measure_ref(config, phase, args, ref_python, bench))
             entry[phase] = _summarise(ours, ref)
         entry.update(flops_fraction(preset, args))
+        entry.update(fractions_of_peak(entry))
         results["presets"][name] = entry
         print(json.dumps({name: entry}), flush=True)
     if args.out:
