@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from earthcast.utils.timing import best_seconds
+
 # "live" memory: every block of 64 KiB or more is a fresh mapping returned to the system on free,
 # so the peak resident set follows the live tensors (no allocator slack) on both sides. Its times
 # are dominated by page faults and are not comparable; only its memory is reported.
@@ -168,20 +170,11 @@ def matmul_kernel_flops(device: torch.device, dtype=torch.float32, n: int = 2048
         from earthcast.nn.rowmm import _conv_rows
 
         kernels["onednn_conv1x1"] = lambda: _conv_rows(a, b, None)
-    return {name: 2 * n**3 / _best_seconds(fn, device, runs) for name, fn in kernels.items()}
+    return {name: 2 * n**3 / device_best_seconds(fn, device, runs) for name, fn in kernels.items()}
 
 
-def _best_seconds(fn, device: torch.device, runs: int) -> float:
-    for _ in range(2):
-        fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+def device_best_seconds(fn, device: torch.device, runs: int) -> float:
+    return best_seconds(fn, runs, warmup=2, sync=lambda: _sync(device))
 
 
 def ensemble_scores(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

@@ -16,31 +16,20 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine_info
+from _harness import device_best_seconds, machine_info
 from earthcast.nn.cuboid import CuboidSelfAttention
-
-
-def _time(fn, runs=5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000
 
 
 def _layer_ms(shape, cuboid, dim, backend, device):
     layer = CuboidSelfAttention(dim, 4, cuboid, backend=backend).to(device).eval()
     x = torch.randn(1, *shape, dim, device=device)
     with torch.no_grad():
-        return _time(lambda: layer(x))
+        return device_best_seconds(lambda: layer(x), torch.device(device), runs=5) * 1000
 
 
 def slope(sizes, times) -> float:

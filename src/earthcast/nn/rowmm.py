@@ -26,7 +26,6 @@ rows, where the convolution's set-up cost shows) always use ``torch.mm``.
 from __future__ import annotations
 
 import os
-import time
 from typing import Literal
 
 import torch
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from earthcast.nn.precision import under_autocast
+from earthcast.utils.timing import best_seconds
 
 Policy = Literal["auto", "onednn", "blas"]
 POLICIES = ("auto", "onednn", "blas")
@@ -83,23 +83,13 @@ def _onednn_measured_faster() -> bool:
         gen = torch.Generator().manual_seed(0)  # its own: leave the global random stream alone
         x, w = torch.randn(4096, 256, generator=gen), torch.randn(256, 256, generator=gen)
         try:
-            onednn = _best_time(lambda: _conv_rows(x, w, None))
+            onednn = best_seconds(lambda: _conv_rows(x, w, None))
         except RuntimeError:  # a build whose oneDNN cannot run here
             _auto_choice = False
             return False
-        blas = _best_time(lambda: torch.mm(x, w.t()))
+        blas = best_seconds(lambda: torch.mm(x, w.t()))
         _auto_choice = blas >= AUTO_MARGIN * onednn
     return _auto_choice
-
-
-def _best_time(fn, runs: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _as_image(rows: Tensor) -> Tensor:
