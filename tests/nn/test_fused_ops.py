@@ -23,6 +23,14 @@ def _plain_ffn(ffn: PositionwiseFFN, x, drop1=None, drop2=None, scale=1.0):
     return x + y
 
 
+def fused_ffn(ffn: PositionwiseFFN, x, p: float, seed: int, keep_hidden: bool = True):
+    """``_FusedPreNormMLP`` (GELU) on ``x (N, C)`` with ``ffn``'s parameters."""
+    return _FusedPreNormMLP.apply(
+        x, ffn.norm.weight, ffn.norm.bias, ffn.fc1.weight, ffn.fc1.bias, ffn.fc2.weight, ffn.fc2.bias,
+        "gelu", p, seed, ffn.norm.eps, keep_hidden,
+    )  # fmt: skip
+
+
 def _grads(module, x, fn):
     module.zero_grad()
     x = x.detach().requires_grad_()
@@ -86,20 +94,7 @@ def test_fused_ffn_equals_plain_with_the_same_dropout_masks(keep_hidden):
     scale = quantised(p)[1]
 
     def fused(t):
-        return _FusedPreNormMLP.apply(
-            t,
-            ffn.norm.weight,
-            ffn.norm.bias,
-            ffn.fc1.weight,
-            ffn.fc1.bias,
-            ffn.fc2.weight,
-            ffn.fc2.bias,
-            "gelu",
-            p,
-            seed,
-            ffn.norm.eps,
-            keep_hidden,
-        )
+        return fused_ffn(ffn, t, p, seed, keep_hidden)
 
     for a, b in zip(_grads(ffn, x, fused), _grads(ffn, x, lambda t: _plain_ffn(ffn, t, drop1, drop2, scale))):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

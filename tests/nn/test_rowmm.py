@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from earthcast.nn import rowmm
 from earthcast.nn.dropout import quantised
-from earthcast.nn.mlp import PositionwiseFFN, _FusedPreNormMLP
+from earthcast.nn.mlp import PositionwiseFFN
 from earthcast.nn.norm_linear import norm_linear
+from tests.nn.test_fused_ops import fused_ffn
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch")
 
@@ -102,20 +103,7 @@ def test_fused_ffn_on_onednn_matches_the_blas_kernel(p):
         try:
             ffn.zero_grad()
             xi = x.clone().requires_grad_()
-            y = _FusedPreNormMLP.apply(
-                xi,
-                ffn.norm.weight,
-                ffn.norm.bias,
-                ffn.fc1.weight,
-                ffn.fc1.bias,
-                ffn.fc2.weight,
-                ffn.fc2.bias,
-                "gelu",
-                p,
-                77,
-                ffn.norm.eps,
-                True,
-            )
+            y = fused_ffn(ffn, xi, p, 77)
             (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
             results.append([y.detach(), xi.grad] + [q.grad.clone() for q in ffn.parameters()])
         finally:
