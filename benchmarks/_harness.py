@@ -152,17 +152,13 @@ def forward_flops(model, x) -> int | None:
     return int(counter.get_total_flops())
 
 
-def matmul_peak_flops(device: torch.device, dtype=torch.float32, n: int = 2048, runs: int = 5) -> float:
-    """Measured dense matmul throughput (FLOP/s) of this machine: the roofline we compare against.
-
-    The best of ``torch.mm`` and, for float32 on the CPU, the same product as a oneDNN 1×1
-    convolution (which earthcast's Linear layers use where it is faster; see ``nn/rowmm.py``):
-    the peak is what the machine can do, not what one library does."""
-    return max(matmul_kernel_flops(device, dtype, n, runs).values())
-
-
 def matmul_kernel_flops(device: torch.device, dtype=torch.float32, n: int = 2048, runs: int = 5) -> dict:
-    """FLOP/s of an ``n × n × n`` product per kernel: ``{"mm": …, "onednn_conv1x1": …}``."""
+    """FLOP/s of an ``n × n × n`` product per kernel: ``{"mm": …, "onednn_conv1x1": …}``.
+
+    Their maximum is the machine's matmul peak, the roofline we compare against: ``torch.mm`` and,
+    for float32 on the CPU, the same product as a oneDNN 1×1 convolution (which earthcast's Linear
+    layers use where it is faster; see ``nn/rowmm.py``), so the peak is what the machine can do,
+    not what one library does."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     kernels = {"mm": lambda: a @ b}

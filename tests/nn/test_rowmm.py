@@ -53,6 +53,7 @@ def test_the_policy_chooses_the_kernel_and_rejects_unknown_names(monkeypatch):
         rowmm.set_cpu_matmul("onednn")
         assert rowmm.uses_onednn(x)
         assert not rowmm.uses_onednn(x[:-1])  # too few rows: torch.mm
+        assert rowmm.uses_onednn(x.view(2, -1, 8))  # rows of the last axis, any leading shape
         assert not rowmm.uses_onednn(x.double())  # oneDNN path is float32 only
         with pytest.raises(ValueError, match="unknown CPU matmul policy"):
             rowmm.set_cpu_matmul("fastest")

@@ -117,7 +117,7 @@ class _FusedPreNormMLP(torch.autograd.Function):
         if masks:  # the first dropout's mask, unpacked once for the activation and its gradient
             masks[0].apply_((a, g_a), (1.0, scale * scale))
         # g_y carries one factor `scale` (second dropout), the first dropout another
-        g_w2 = weight_grad(g_y, a).mul_(scale * scale) if masks else weight_grad(g_y, a)
+        g_w2 = weight_grad(g_y, a).mul_(scale * scale)  # scale is 1.0 without dropout
         g_b2 = g_y.sum(0).mul_(scale) if masks else g_y.sum(0)
         g_h = _act_backward_(ctx.act, g_a, h)
         g_w1 = weight_grad(g_h, xn)

@@ -65,8 +65,11 @@ def cpu_matmul_policy() -> Policy:
 
 
 def uses_onednn(x: Tensor) -> bool:
-    """Whether rows ``x (M, K)`` take the oneDNN path under the current policy."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 2 or x.shape[0] < MIN_ROWS:
+    """Whether ``x (..., K)``, as rows of its last axis, takes the oneDNN path under the current
+    policy."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() == 0 or x.shape[-1] == 0:
+        return False
+    if x.numel() // x.shape[-1] < MIN_ROWS:
         return False
     if under_autocast(x) or not torch.backends.mkldnn.is_available():
         return False
@@ -176,9 +179,9 @@ class _RowLinear(torch.autograd.Function):
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     """``F.linear`` for ``x (..., K)`` → ``(..., O)``, on oneDNN where :func:`uses_onednn` says so."""
-    rows = x.reshape(-1, x.shape[-1])
-    if not uses_onednn(rows):
+    if not uses_onednn(x):
         return F.linear(x, w, b)
+    rows = x.reshape(-1, x.shape[-1])
     return _RowLinear.apply(rows, w, b).view(*x.shape[:-1], w.shape[0])
 
 
