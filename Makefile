@@ -47,6 +47,7 @@ demo: $(CORE_STAMP)
 
 bench: $(CORE_STAMP) ref
 	EARTHCAST_REF_PYTHON=$(REF_PY) $(PY) benchmarks/run_all.py --out benchmarks/results
+	EARTHCAST_REF_PYTHON=$(REF_PY) $(PY) benchmarks/sample_memory.py --out benchmarks/results
 	$(PY) benchmarks/attention_scaling.py --out benchmarks/results
 	for p in earthformer_sevir earthformer_sevirlr earthformer_nbody; do \
 		$(PY) benchmarks/head_fold.py --preset $$p --rounds 3 --out benchmarks/results || exit 1; done

@@ -8,6 +8,7 @@ runs in its own venv (``EARTHCAST_REF_PYTHON``, see ``make ref``); without it on
 reported. Also reports achieved forward FLOP/s as a fraction of this machine's fp32 matmul peak.
 
 usage: python benchmarks/run_all.py [--presets sevirlr,enso,...] [--threads 2] [--rounds 3]
+       [--batch 1] [--set key=value ...] [--cpu-allocator system|reuse|live]
        [--out benchmarks/results] [--skip-ref]
 """
 
@@ -63,6 +64,9 @@ def measure_ours(preset: str, phase: str, args) -> dict:
         "1",
         "--cpu-allocator",
         args.cpu_allocator,
+        "--batch",
+        str(args.batch),
+        *(["--set", *args.set] if args.set else []),
     ]
     return _run_json(cmd)[phase]
 
@@ -82,6 +86,8 @@ def measure_ref(config: str, phase: str, args, ref_python: str, bench: Path) -> 
         str(args.runs),
         "--warmup",
         "1",
+        "--batch",
+        str(args.batch),
     ]
     env = None
     if args.cpu_allocator == "reuse":  # the same malloc policy, set through the environment
@@ -135,6 +141,14 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="config overrides key=value for *our* model only (e.g. checkpoint_level=1); the "
+        "reference keeps its shipped configuration",
+    )
     p.add_argument("--out", default=None, help="folder for the JSON result file")
     p.add_argument("--skip-ref", action="store_true")
     add_cpu_allocator_argument(p, "both implementations")
@@ -145,9 +159,11 @@ def main(argv=None) -> dict:
         ref_python = None
     results = {
         "threads": args.threads,
+        "batch": args.batch,
         "rounds": args.rounds,
         "reference": bool(ref_python),
         "cpu_allocator": args.cpu_allocator,
+        "ours_overrides": args.set,
         "presets": {},
     }
     for name in args.presets.split(","):
@@ -169,6 +185,8 @@ def main(argv=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
         tag = "" if args.cpu_allocator == "system" else f"_{args.cpu_allocator}"
+        tag += "" if args.batch == 1 else f"_b{args.batch}"
+        tag += "".join("_" + "".join(c for c in s if c.isalnum() or c == "_") for s in args.set)
         path = out / f"model_speed_cpu_fp32_t{args.threads}{tag}_{stamp}.json"
         path.write_text(json.dumps(results, indent=1))
         print(f"wrote {path}", file=sys.stderr)
