@@ -10,11 +10,14 @@ and the ensemble scores the PreDiff benchmarks report (``ensemble_scores``).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -74,6 +77,17 @@ def peak_rss_mb() -> float | None:
 def rss_mb() -> float | None:
     kb = _status_kb("VmRSS")
     return None if kb is None else kb / 1024
+
+
+def write_stamped_json(results: dict, folder: str | Path, name: str) -> Path:
+    """Write ``results`` to ``folder/name_YYYYmmdd-HHMM.json`` (UTC), so runs never overwrite."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+    path = folder / f"{name}_{stamp}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
+    return path
 
 
 def machine_info(threads: int) -> dict:

@@ -20,10 +20,9 @@ import os
 import statistics
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-from _harness import LIVE_ENVIRONMENT, add_cpu_allocator_argument
+from _harness import LIVE_ENVIRONMENT, add_cpu_allocator_argument, write_stamped_json
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -40,6 +39,15 @@ def _shared_bench() -> Path | None:
         if root and (Path(root) / "bench" / "bench_ref.py").is_file():
             return Path(root) / "bench"
     return None
+
+
+def reference_side() -> tuple[str | None, Path | None]:
+    """The reference's Python (``EARTHCAST_REF_PYTHON``) and ``bench_ref.py``'s folder, or
+    ``(None, None)`` when either is missing (then only our side is measured)."""
+    ref_python, bench = os.environ.get("EARTHCAST_REF_PYTHON") or None, _shared_bench()
+    if ref_python and Path(ref_python).exists() and bench:
+        return ref_python, bench
+    return None, None
 
 
 def _run_json(cmd: list[str], env: dict | None = None) -> dict:
@@ -153,10 +161,7 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-ref", action="store_true")
     add_cpu_allocator_argument(p, "both implementations")
     args = p.parse_args(argv)
-    ref_python = None if args.skip_ref else os.environ.get("EARTHCAST_REF_PYTHON") or None
-    bench = _shared_bench()
-    if ref_python and not (Path(ref_python).exists() and bench):
-        ref_python = None
+    ref_python, bench = (None, None) if args.skip_ref else reference_side()
     results = {
         "threads": args.threads,
         "batch": args.batch,
@@ -181,15 +186,10 @@ def main(argv=None) -> dict:
         results["presets"][name] = entry
         print(json.dumps({name: entry}), flush=True)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
         tag = "" if args.cpu_allocator == "system" else f"_{args.cpu_allocator}"
         tag += "" if args.batch == 1 else f"_b{args.batch}"
         tag += "".join("_" + "".join(c for c in s if c.isalnum() or c == "_") for s in args.set)
-        path = out / f"model_speed_cpu_fp32_t{args.threads}{tag}_{stamp}.json"
-        path.write_text(json.dumps(results, indent=1))
-        print(f"wrote {path}", file=sys.stderr)
+        write_stamped_json(results, args.out, f"model_speed_cpu_fp32_t{args.threads}{tag}")
     return results
 
 

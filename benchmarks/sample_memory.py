@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from datetime import datetime, timezone
-from pathlib import Path
 
-from run_all import PRESETS, _shared_bench, measure_ours, measure_ref
+from _harness import write_stamped_json
+from run_all import PRESETS, measure_ours, measure_ref, reference_side
 
 
 def per_sample(peaks: dict[int, float]) -> dict:
@@ -53,10 +50,7 @@ def main(argv=None) -> dict:
     batches = [int(b) for b in args.batches.split(",")]
     if len(batches) != 2 or batches[0] == batches[1] or min(batches) < 1:
         p.error(f"--batches {args.batches!r}: give two different positive batch sizes, e.g. 1,2")
-    ref_python = os.environ.get("EARTHCAST_REF_PYTHON") or None
-    bench = _shared_bench()
-    if ref_python and not (Path(ref_python).exists() and bench):
-        ref_python = None
+    ref_python, bench = reference_side()
 
     results = {"threads": args.threads, "cpu_allocator": "live", "batches": batches, "presets": {}}
     for name in args.presets.split(","):
@@ -75,12 +69,7 @@ def main(argv=None) -> dict:
         results["presets"][name] = entry
         print(json.dumps({name: entry}), flush=True)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-        path = out / f"sample_memory_cpu_fp32_t{args.threads}_{stamp}.json"
-        path.write_text(json.dumps(results, indent=1))
-        print(f"wrote {path}", file=sys.stderr)
+        write_stamped_json(results, args.out, f"sample_memory_cpu_fp32_t{args.threads}")
     return results
 
 
