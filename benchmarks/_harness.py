@@ -123,9 +123,12 @@ def time_phase(model, x, target, *, warmup: int, runs: int, fwd_only: bool, auto
             loss = torch.nn.functional.mse_loss(out.float(), target)
         loss.backward()
 
-    for _ in range(warmup):
+    warmup_ms = []
+    for _ in range(warmup):  # the first call carries torch.compile's compilation, if any
+        t0 = time.perf_counter()
         step()
-    _sync(device)
+        _sync(device)
+        warmup_ms.append(round((time.perf_counter() - t0) * 1000, 3))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     ok = reset_peak_rss()
@@ -139,6 +142,7 @@ def time_phase(model, x, target, *, warmup: int, runs: int, fwd_only: bool, auto
         "median_ms": round(statistics.median(samples), 3),
         "min_ms": round(min(samples), 3),
         "samples_ms": [round(s, 3) for s in samples],
+        "warmup_ms": warmup_ms,
         "peak_rss_mb": peak_rss_mb(),
         "rss_peak_reset_ok": ok,
     }

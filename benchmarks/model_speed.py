@@ -3,6 +3,7 @@
 
 usage: python benchmarks/model_speed.py --preset earthformer_sevirlr [--threads 2] [--runs 3]
        [--phase both|fwd|fwdbwd] [--hw H,W] [--device cpu|cuda] [--bf16] [--flops]
+       [--compile [MODE]]
 Run each phase in its own process when comparing peak memory (``run_all.py`` does).
 """
 
@@ -43,6 +44,15 @@ def main(argv=None) -> dict:
         "--flops", action="store_true", help="count forward FLOPs and report FLOP/s vs matmul peak"
     )
     p.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literal)")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODE",
+        help="torch.compile the model (Inductor; MODE e.g. max-autotune); the compile time is in "
+        "each phase's warmup_ms",
+    )
     add_cpu_allocator_argument(p, "this process")
     args = p.parse_args(argv)
     if args.cpu_allocator == "live":
@@ -72,6 +82,8 @@ def main(argv=None) -> dict:
     rss0 = rss_mb()
     t0 = time.perf_counter()
     model = Earthformer(cfg).to(device)
+    if args.compile:
+        model.compile(mode=None if args.compile == "default" else args.compile, fullgraph=True)
     result = {
         "impl": "earthcast",
         "preset": args.preset,
@@ -83,6 +95,7 @@ def main(argv=None) -> dict:
         "rss_before_build_mb": rss0,
         "precision": "bf16-autocast" if args.bf16 else "fp32",
         "cpu_allocator": args.cpu_allocator,
+        "compile": args.compile,
     }
     x = torch.randn(args.batch, *cfg.input_shape, device=device)
     target = torch.randn(args.batch, *cfg.target_shape, device=device)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from earthcast.nn.dropout import DropoutMask, dropout, new_seed, quantised
-from earthcast.nn.precision import under_autocast
+from earthcast.nn.precision import plain_ops
 from earthcast.nn.scratch import scratch_copy
 from earthcast.nn.softmax import softmax_last
 
@@ -144,7 +144,7 @@ def _eager(
     if allowed is not None:
         logits = logits.masked_fill_(~allowed, mask_value(logits.dtype))
     probs = softmax_last(logits)
-    if dropout_p > 0 and under_autocast(v):  # plain ops: autocast casts them (see nn/precision.py)
+    if dropout_p > 0 and plain_ops(v):  # plain ops: autocast casts them (see nn/precision.py)
         out = dropout(probs, dropout_p) @ v
     elif dropout_p > 0:
         out = _DropoutMatmul.apply(probs, v, dropout_p, new_seed())

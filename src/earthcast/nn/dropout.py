@@ -13,6 +13,7 @@ quantised to 1/65536 and the rescaling uses the quantised value, so the layer st
 Seeds come from torch's global generator, so ``torch.manual_seed`` makes runs reproducible.
 
 On CUDA the fused native kernel is already fast and memory-lean; it is used as is.
+While ``torch.compile`` traces, dropout is a plain mask multiply that Inductor fuses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from earthcast.nn.precision import compiling
 from earthcast.nn.scratch import scratch
 
 _LANES = 4  # int16 lanes per 64-bit word
@@ -158,6 +160,11 @@ def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -
     no other operation needs afterwards (e.g. a fresh Linear output)."""
     if not training or p <= 0.0:
         return x
+    if compiling() and p < 1.0:
+        # a mask multiply, which Inductor fuses; not `F.dropout`, whose traced backward
+        # (native_dropout_backward) can be given other strides than it runs with
+        keep = torch.rand_like(x) >= p
+        return x * keep * (1.0 / (1.0 - p))
     if x.is_cuda or p >= 1.0:
         return F.dropout(x, p, True, inplace)
     return _SeededDropout.apply(x, p, new_seed(), inplace)

@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from earthcast.nn.dropout import Dropout, DropoutMask, new_seed, quantised
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import layer_norm_rows
-from earthcast.nn.precision import under_autocast
+from earthcast.nn.precision import plain_ops
 from earthcast.nn.rowmm import Linear, linear_rows, rows_times, weight_grad
 from earthcast.nn.scratch import scratch, scratch_copy
 
@@ -165,7 +165,7 @@ class PositionwiseFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (..., C)`` → ``(..., C)``."""
-        if self.fusable and torch.is_grad_enabled() and not under_autocast(x):
+        if self.fusable and torch.is_grad_enabled() and not plain_ops(x):
             p = self.drop.p if self.training else 0.0
             flat = x.reshape(-1, x.shape[-1])
             y = _FusedPreNormMLP.apply(

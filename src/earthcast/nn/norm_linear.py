@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from earthcast.nn.precision import under_autocast
+from earthcast.nn.precision import plain_ops
 from earthcast.nn.rowmm import linear_rows, rows_times, weight_grad
 
 
@@ -29,7 +29,7 @@ def norm_linear(x: Tensor, norm: nn.Module, linear: nn.Linear) -> Tensor:
         and norm.elementwise_affine
         and len(norm.normalized_shape) == 1
         and torch.is_grad_enabled()
-        and not under_autocast(x)
+        and not plain_ops(x)
     ):
         return linear(norm(x))
     flat = x.reshape(-1, x.shape[-1])

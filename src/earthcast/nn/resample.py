@@ -14,7 +14,7 @@ from earthcast.nn.conv_grad import conv2d_grads
 from earthcast.nn.cuboid.decomposition import pad, pad_amounts
 from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import norm_linear
-from earthcast.nn.precision import under_autocast
+from earthcast.nn.precision import plain_ops
 from earthcast.nn.rowmm import Linear
 
 
@@ -84,7 +84,7 @@ class Upsample2D(nn.Module):
             )
         if tuple(x.shape[-2:]) == self.size:  # nothing to resize (a head stage at full size)
             x = self.conv(x.contiguous(memory_format=torch.channels_last))
-        elif torch.is_grad_enabled() and not under_autocast(x):
+        elif torch.is_grad_enabled() and not plain_ops(x):
             x = _NearestUpConv.apply(x, self.conv.weight, self.conv.bias, self.size)
         else:
             x = self.conv(F.interpolate(x, size=self.size, mode="nearest"))

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from earthcast.nn.precision import under_autocast
+from earthcast.nn.precision import plain_ops
 from earthcast.utils.timing import best_seconds
 
 Policy = Literal["auto", "onednn", "blas"]
@@ -71,7 +71,7 @@ def uses_onednn(x: Tensor) -> bool:
         return False
     if x.numel() // x.shape[-1] < MIN_ROWS:
         return False
-    if under_autocast(x) or not torch.backends.mkldnn.is_available():
+    if plain_ops(x) or not torch.backends.mkldnn.is_available():
         return False
     policy = cpu_matmul_policy()
     if policy == "auto":

@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from earthcast.nn.precision import under_autocast
+from earthcast.nn.precision import plain_ops
 
 SHORT_ROW = 16  # rows shorter than this use the explicit form on CPU
 
 
 def softmax_last(logits: Tensor) -> Tensor:
     """``softmax(logits, dim=-1)`` for ``logits (..., L)`` → ``(..., L)``."""
-    if logits.device.type != "cpu" or logits.shape[-1] >= SHORT_ROW or under_autocast(logits):
+    if logits.device.type != "cpu" or logits.shape[-1] >= SHORT_ROW or plain_ops(logits):
         return torch.softmax(logits, dim=-1)
     return _ShortRowSoftmax.apply(logits)
 

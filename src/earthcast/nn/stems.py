@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from earthcast.nn.conv_grad import conv2d_grads
 from earthcast.nn.folded_upsample import upsample_conv_conv
 from earthcast.nn.mlp import make_activation
-from earthcast.nn.precision import under_autocast
+from earthcast.nn.precision import compiling, plain_ops
 from earthcast.nn.resample import PatchMerging3D, Upsample2D
 
 
@@ -56,7 +56,7 @@ class ConvStack(nn.Sequential):
     def after_first_conv(self, z: Tensor) -> Tensor:
         """The layers after the first convolution, given its output ``z``: ``(N, C_out, H, W)``."""
         act = self[2] if len(self) >= 3 else None
-        if not (isinstance(act, nn.LeakyReLU) and torch.is_grad_enabled() and not under_autocast(z)):
+        if not (isinstance(act, nn.LeakyReLU) and torch.is_grad_enabled() and not plain_ops(z)):
             for layer in list(self)[1:]:
                 z = layer(z)
             return z
@@ -144,8 +144,23 @@ def per_frame(fn: nn.Module, x: Tensor) -> Tensor:
     if len(fn) == 0:
         return x
     b = x.shape[0]
-    y = fn(rearrange(x, "b t h w c -> (b t) c h w"))
+    y = fn(as_frames(x))
     return rearrange(y, "(b t) c h w -> b t h w c", b=b)
+
+
+def as_frames(x: Tensor) -> Tensor:
+    """``(B, T, H, W, C)`` → ``(B·T, C, H, W)``, a view (a copy while ``torch.compile`` traces a
+    single-channel input).
+
+    With one channel the NCHW and channels-last layouts are the same memory, and PyTorch 2.13
+    gives that size-1 axis a different stride when tracing than when running: the traced
+    convolution then picks channels-last, the real one NCHW, and a later view fails at run time.
+    An explicit NCHW copy leaves no layout to guess.
+    """
+    frames = rearrange(x, "b t h w c -> (b t) c h w")
+    if compiling() and frames.shape[1] == 1:
+        frames = frames.clone(memory_format=torch.contiguous_format)
+    return frames
 
 
 def upsample_then_convs(upsample: Upsample2D, convs: ConvStack, x: Tensor) -> Tensor:
@@ -161,7 +176,7 @@ def upsample_then_convs(upsample: Upsample2D, convs: ConvStack, x: Tensor) -> Te
     if factors is None or not _is_plain_conv3x3(first) or not _is_plain_conv3x3(upsample.conv):
         return per_frame(convs, upsample(x))
     b = x.shape[0]
-    frames = rearrange(x, "b t h w c -> (b t) c h w")
+    frames = as_frames(x)
     z = upsample_conv_conv(
         frames, upsample.conv.weight, upsample.conv.bias, first.weight, first.bias, factors
     )

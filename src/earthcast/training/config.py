@@ -35,6 +35,7 @@ Precision = Literal["32", "bf16-mixed", "16-mixed", "64"]
 Strategy = Literal["auto", "ddp", "fsdp", "ddp_spawn"]
 ProgressBar = Literal["tqdm", "rich", "none"]
 CpuAllocator = Literal["system", "reuse"]  # earthcast.utils.allocator
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,10 @@ class TrainerConfig:
         cpu_allocator: ``"reuse"`` (default) makes ``malloc`` keep freed memory when training on
             the CPU: 1.5× faster SEVIR-size steps for 1.4× the peak memory; ``"system"`` leaves it
             (see :mod:`earthcast.utils.allocator`).
+        compile: ``torch.compile`` the networks in place (``true`` or a mode: ``"default"``,
+            ``"reduce-overhead"``, ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``); the first
+            training and evaluation steps pay the compile time (see
+            :mod:`earthcast.training.compile`). ``false`` (default): eager.
         out_dir: run directory (checkpoints, logs, synthetic data); ``None``: ``runs/<name>``.
     """
 
@@ -146,6 +151,7 @@ class TrainerConfig:
     num_sanity_val_steps: int = 2
     progress_bar: ProgressBar = "tqdm"
     cpu_allocator: CpuAllocator = "reuse"
+    compile: bool | CompileMode = False
     out_dir: str | None = None
 
     def __post_init__(self) -> None:

@@ -36,6 +36,7 @@ from earthcast.training.checkpoint import (
     network_from_checkpoint,
     read_checkpoint,
 )
+from earthcast.training.compile import CompileNetworks
 from earthcast.training.config import ExperimentConfig, TrainerConfig
 from earthcast.training.forecast_module import ForecastSystem
 from earthcast.utils.allocator import CPU_ALLOCATORS, keep_freed_memory
@@ -280,6 +281,8 @@ def build_trainer(
 ) -> L.Trainer:
     """A Lightning ``Trainer`` for ``cfg``: loggers, checkpoints, early stopping, LR monitor, progress bar."""
     callbacks: list[cb.Callback] = [CpuAllocatorPolicy(cfg.cpu_allocator)]
+    if cfg.compile:
+        callbacks.append(CompileNetworks(cfg.compile))
     if cfg.progress_bar == "rich":
         callbacks.append(cb.RichProgressBar())
     elif cfg.progress_bar == "tqdm":
