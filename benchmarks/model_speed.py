@@ -67,6 +67,7 @@ def main(argv=None) -> dict:
     import ast
 
     from earthcast.models.earthformer import Earthformer, get_preset
+    from earthcast.training.compile import compile_in_place
 
     cfg = get_preset(args.preset)
     if args.hw:
@@ -83,7 +84,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     model = Earthformer(cfg).to(device)
     if args.compile:
-        model.compile(mode=None if args.compile == "default" else args.compile, fullgraph=True)
+        compile_in_place(model, args.compile, fullgraph=True)
     result = {
         "impl": "earthcast",
         "preset": args.preset,

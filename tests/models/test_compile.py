@@ -49,6 +49,12 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _assert_same_grads(grads: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert grads.keys() == expected.keys() and len(grads) > 0
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-8, atol=1e-12, msg=name)
+
+
 @pytest.mark.parametrize(
     ("preset", "overrides"),
     [("earthformer_enso_tiny", {}), ("earthformer_tiny", FEATURE_RICH)],
@@ -77,9 +83,7 @@ def test_compiled_earthformer_equals_eager(preset, overrides):
 
     torch.testing.assert_close(out, eager_out, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(compiled_eval, eager_eval, rtol=1e-10, atol=1e-12)
-    assert grads.keys() == eager_grads.keys() and len(grads) > 0
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, eager_grads[name], rtol=1e-8, atol=1e-12, msg=name)
+    _assert_same_grads(grads, eager_grads)
 
 
 def test_compiled_training_step_with_dropout_is_one_graph():
@@ -140,6 +144,4 @@ def test_compiled_prediff_denoiser_equals_eager():
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     compiled(z_t, t, z_cond).square().mean().backward()
     grads = _grads(model)
-    assert grads.keys() == eager_grads.keys() and len(grads) > 0
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, eager_grads[name], rtol=1e-8, atol=1e-12, msg=name)
+    _assert_same_grads(grads, eager_grads)

@@ -32,15 +32,17 @@ def networks_to_compile(system: L.LightningModule) -> list[nn.Module]:
     return [n for n in nets if n is not None]
 
 
-def compile_in_place(net: nn.Module, mode: CompileMode | bool = True, backend: str = "inductor") -> bool:
-    """``torch.compile`` ``net`` in place (once); ``mode`` ``True`` means ``"default"``.
-    Returns whether it was compiled now."""
+def compile_in_place(
+    net: nn.Module, mode: CompileMode | bool = True, backend: str = "inductor", fullgraph: bool = False
+) -> bool:
+    """``torch.compile`` ``net`` in place (once); ``mode`` ``True`` means ``"default"``;
+    ``fullgraph`` makes any graph break an error. Returns whether it was compiled now."""
     if getattr(net, "_compiled_call_impl", None) is not None:  # where nn.Module.compile keeps it
         return False
     if backend == "inductor":
-        net.compile(mode=None if mode in (True, "default") else mode)
+        net.compile(mode=None if mode in (True, "default") else mode, fullgraph=fullgraph)
     else:  # other backends take no mode (tests trace with "aot_eager")
-        net.compile(backend=backend)
+        net.compile(backend=backend, fullgraph=fullgraph)
     return True
 
 
