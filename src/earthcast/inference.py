@@ -6,15 +6,17 @@ Axis legend: ``n`` sample, ``b`` batch, ``s`` ensemble member, ``t`` time, ``h``
 Contract: a context array is ``(N, T_in, H, W, C_in)`` (or ``(N, T_in, H, W)`` when
 ``C_in = 1``) of finite numbers **in the model's scale** — the scale of the data contract, e.g.
 SEVIR VIL code / 255 in ``[0, 1]`` for ``scale="01"``. ``check_context`` refuses anything else
-with a message naming the expected shape and the fix. ``forecast_arrays`` runs the model in
-batches (``torch.no_grad``) and returns ``(N, T_out, H, W, C_out)``, or
-``(N, S, T_out, H, W, C_out)`` for a model that returns ensemble members.
+with a message naming the expected shape and the fix. ``iter_forecasts`` runs the model batch by
+batch (``torch.no_grad``), reading and checking one batch of contexts at a time, and yields
+``(b, T_out, H, W, C_out)`` forecasts, or ``(b, S, T_out, H, W, C_out)`` for a model that
+returns ensemble members; memory stays bounded by the batch whatever ``N`` is (contexts may be
+memory maps or ``earthcast.io.arrays.LazyRows``). ``forecast_arrays`` gathers them into one array.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["SHAPE_KEYS", "check_context", "check_contract", "expected_shape", "forecast_arrays"]
+__all__ = [
+    "SHAPE_KEYS",
+    "check_context",
+    "check_contract",
+    "expected_shape",
+    "forecast_arrays",
+    "iter_forecasts",
+]
 
 SHAPE_KEYS = ("in_len", "out_len", "height", "width", "channels_in", "channels_out")
 """Contract keys that fix the model's input and output shapes."""
@@ -33,6 +42,8 @@ _ENSEMBLE_MISMATCH = {
 }
 _UNIT_RANGE_SLACK = 0.5
 """Data scaled to [0, 1] may overshoot a little (new data, rounding); beyond this it was not scaled."""
+CHECK_CHUNK_BYTES = 64 << 20
+"""Contexts are checked in chunks of about this many float32 bytes before forecasting."""
 
 
 def check_contract(contract: Mapping[str, Any]) -> None:
@@ -106,22 +117,49 @@ def _check_shape(shape: tuple[int, ...], contract: Mapping[str, Any], name: str)
         )
 
 
-def _check_values(values: np.ndarray, contract: Mapping[str, Any], name: str) -> None:
+def _check_values(values: np.ndarray, contract: Mapping[str, Any], name: str, first: int = 0) -> None:
+    """Finite, and within ``[0, 1]`` (give or take the slack) for ``"01"`` data; ``first`` is the
+    index of ``values[0]`` among all samples, for the message."""
     finite = np.isfinite(values)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
         kind = "NaN" if np.isnan(values[tuple(bad)]) else "inf"
         raise ValueError(
-            f"{name} contains {kind} (first at sample {bad[0]}, frame {bad[1]}); models need finite "
-            "inputs: fill missing pixels first (e.g. np.nan_to_num(x, nan=0.0) for 'no echo')"
+            f"{name} contains {kind} (first at sample {first + bad[0]}, frame {bad[1]}); models need "
+            "finite inputs: fill missing pixels first (e.g. np.nan_to_num(x, nan=0.0) for 'no echo')"
         )
     if contract.get("scale") == "01" and values.size:
         top, low = float(values.max()), float(values.min())
         if top > 1.0 + _UNIT_RANGE_SLACK or low < -_UNIT_RANGE_SLACK:
+            last = first + len(values) - 1
             raise ValueError(
-                f"{name} values span [{low:g}, {top:g}], but the model expects data scaled to [0, 1] "
-                "(contract scale '01', i.e. x / 255); divide byte data by 255 first"
+                f"{name} values span [{low:g}, {top:g}] in samples {first}…{last}, but the model expects "
+                "data scaled to [0, 1] (contract scale '01', i.e. x / 255); divide byte data by 255 first"
             )
+
+
+def _check_layout(inputs, contract: Mapping[str, Any], name: str) -> None:
+    """Numeric values and the contract's shape, checked from the metadata alone (nothing is read)."""
+    check_contract(contract)
+    dtype = np.dtype(inputs.dtype) if hasattr(inputs, "dtype") else np.asarray(inputs).dtype
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{name} holds {dtype} values; the model needs numbers (float32)")
+    _check_shape(tuple(np.shape(inputs)), contract, name)
+
+
+def _as_float_context(rows) -> np.ndarray:
+    """Rows of contexts as float32 ``(n, T_in, H, W, C_in)``."""
+    values = np.asarray(rows).astype(np.float32, copy=False)
+    return values[..., np.newaxis] if values.ndim == 4 else values  # (n, t, h, w) -> (n, t, h, w, 1)
+
+
+def _check_all_values(contexts, contract: Mapping[str, Any], name: str) -> None:
+    """``_check_values`` over every context, read in chunks of ``CHECK_CHUNK_BYTES`` (bounded
+    memory), so bad input fails before any forecasting time is spent."""
+    row_bytes = max(1, int(np.prod(np.shape(contexts)[1:])) * 4)
+    step = max(1, CHECK_CHUNK_BYTES // row_bytes)
+    for first in range(0, len(contexts), step):
+        _check_values(_as_float_context(contexts[first : first + step]), contract, name, first)
 
 
 def check_context(inputs: np.ndarray, contract: Mapping[str, Any], name: str = "input") -> np.ndarray:
@@ -131,14 +169,8 @@ def check_context(inputs: np.ndarray, contract: Mapping[str, Any], name: str = "
         ValueError: non-numeric values, wrong shape (the message names the expected shape and
             the fix), NaN/inf, or values outside ``[0, 1]`` for a ``"01"``-scaled model.
     """
-    check_contract(contract)
-    array = np.asarray(inputs)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} holds {array.dtype} values; the model needs numbers (float32)")
-    _check_shape(tuple(array.shape), contract, name)
-    values = array.astype(np.float32, copy=False)
-    if values.ndim == 4:
-        values = values[..., np.newaxis]  # (n, t, h, w) -> (n, t, h, w, 1)
+    _check_layout(inputs, contract, name)
+    values = _as_float_context(inputs)
     _check_values(values, contract, name)
     return values
 
@@ -159,6 +191,67 @@ def _check_output(output: torch.Tensor, batch: int, contract: Mapping[str, Any])
         )
 
 
+def iter_forecasts(
+    model: nn.Module,
+    contexts,
+    contract: Mapping[str, Any],
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+    ensemble: bool | None = None,
+    name: str = "input",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Forecast ``contexts`` one batch at a time; yields ``(first sample, forecasts)``.
+
+    Every context is checked first (layout, then values: finite, in range; read in chunks), so bad
+    input fails before any forecasting time is spent; then each batch is read and forecast in
+    turn, so memory does not grow with ``N``.
+
+    Args:
+        model: a network ``(B, T_in, H, W, C_in) → (B, T_out, H, W, C_out)`` (or ``(B, S, …)``).
+        contexts: ``(N, T_in, H, W[, C_in])`` in the model's scale: an array, a memory map or
+            anything sliceable along its first axis with ``shape`` and ``dtype`` (``LazyRows``).
+        contract: the model's data contract.
+        batch_size: samples per forward pass.
+        device: where to run the model.
+        progress: show a tqdm bar; None shows it only when stderr is a terminal.
+        ensemble: True requires ensemble outputs ``(B, S, …)``, False deterministic ones; checked
+            on the first batch, so a wrong model fails before the whole input is forecast.
+        name: how the contexts are called in error messages.
+
+    Yields:
+        ``(start, forecast)``: float32 ``(b, T_out, H, W, C_out)`` or ``(b, S, T_out, H, W, C_out)``
+        for samples ``start … start + b − 1``.
+
+    Raises:
+        ValueError: invalid contexts, an output that breaks the contract, or non-finite outputs.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_layout(contexts, contract, name)
+    _check_all_values(contexts, contract, name)
+    model = model.to(device).eval()
+    show = sys.stderr.isatty() if progress is None else progress
+    total = len(contexts)
+    for start in tqdm(range(0, total, batch_size), desc="forecasting", unit="batch", disable=not show):
+        # np.array copies: memory-mapped inputs are read-only, which torch.from_numpy warns about
+        rows = _as_float_context(np.array(contexts[start : start + batch_size]))
+        batch = torch.from_numpy(rows).to(device)
+        # no_grad, not inference_mode: knowledge-controlled sampling re-enables autograd for ∇_{z_t}
+        with torch.no_grad():
+            output = model(batch)  # (b, [s,] t_out, h, w, c_out)
+        _check_output(output, len(batch), contract)
+        if ensemble is not None and (output.ndim == 6) != ensemble:
+            raise ValueError(_ENSEMBLE_MISMATCH[ensemble])
+        if not bool(torch.isfinite(output).all()):
+            raise ValueError(
+                f"the model produced NaN/inf for samples {start}…{start + len(batch) - 1}; "
+                "the weights may be corrupt or training diverged"
+            )
+        yield start, output.float().cpu().numpy()
+
+
 def forecast_arrays(
     model: nn.Module,
     contexts: np.ndarray,
@@ -169,17 +262,8 @@ def forecast_arrays(
     progress: bool | None = None,
     ensemble: bool | None = None,
 ) -> np.ndarray:
-    """Forecast every context with ``model``.
-
-    Args:
-        model: a network ``(B, T_in, H, W, C_in) → (B, T_out, H, W, C_out)`` (or ``(B, S, …)``).
-        contexts: ``(N, T_in, H, W[, C_in])`` in the model's scale (checked with ``check_context``).
-        contract: the model's data contract.
-        batch_size: samples per forward pass.
-        device: where to run the model.
-        progress: show a tqdm bar; None shows it only when stderr is a terminal.
-        ensemble: True requires ensemble outputs ``(B, S, …)``, False deterministic ones; checked
-            on the first batch, so a wrong model fails before the whole input is forecast.
+    """Forecast every context with ``model`` and return them in one array (``iter_forecasts``
+    streams them instead; see it for the arguments).
 
     Returns:
         float32 ``(N, T_out, H, W, C_out)`` or ``(N, S, T_out, H, W, C_out)``.
@@ -187,27 +271,7 @@ def forecast_arrays(
     Raises:
         ValueError: invalid contexts, an output that breaks the contract, or non-finite outputs.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    values = check_context(contexts, contract)
-    model = model.to(device).eval()
-    show = sys.stderr.isatty() if progress is None else progress
-    chunks = []
-    # no_grad, not inference_mode: knowledge-controlled sampling re-enables autograd for ∇_{z_t}
-    with torch.no_grad():
-        for start in tqdm(
-            range(0, len(values), batch_size), desc="forecasting", unit="batch", disable=not show
-        ):
-            # a copy: memory-mapped inputs are read-only, which torch.from_numpy warns about
-            batch = torch.from_numpy(np.array(values[start : start + batch_size])).to(device)
-            output = model(batch)  # (b, [s,] t_out, h, w, c_out)
-            _check_output(output, len(batch), contract)
-            if ensemble is not None and (output.ndim == 6) != ensemble:
-                raise ValueError(_ENSEMBLE_MISMATCH[ensemble])
-            if not bool(torch.isfinite(output).all()):
-                raise ValueError(
-                    f"the model produced NaN/inf for samples {start}…{start + len(batch) - 1}; "
-                    "the weights may be corrupt or training diverged"
-                )
-            chunks.append(output.float().cpu().numpy())
-    return np.concatenate(chunks)
+    batches = iter_forecasts(
+        model, contexts, contract, batch_size=batch_size, device=device, progress=progress, ensemble=ensemble
+    )
+    return np.concatenate([forecast for _, forecast in batches])

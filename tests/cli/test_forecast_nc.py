@@ -97,9 +97,10 @@ def test_ensemble_model_end_to_end(contexts: Path, tmp_path: Path):
 
 
 def test_ensemble_defaults_to_the_contract_thresholds(contexts: Path, tmp_path: Path):
-    ds = predict_file(_FakeEnsemble(3, 4), dict(TINY_CONTRACT), contexts, tmp_path / "default.nc")
-    assert ds["threshold"].values.tolist() == TINY_CONTRACT["thresholds"]
-    assert ds["vil_exceedance_probability"].shape == (3, 3, 4, 16, 16)
+    path = predict_file(_FakeEnsemble(3, 4), dict(TINY_CONTRACT), contexts, tmp_path / "default.nc")
+    with xr.open_dataset(path) as ds:
+        assert ds["threshold"].values.tolist() == TINY_CONTRACT["thresholds"]
+        assert ds["vil_exceedance_probability"].shape == (3, 3, 4, 16, 16)
 
 
 class _Diverged(nn.Module):

@@ -145,7 +145,8 @@ def _observed(path: Path | None, variable: str | None, index: int, args, what: s
     from earthcast.io.arrays import read_samples
 
     hint = f"The forecast's sample {index} is row {index} of predict's --input; pass the aligned file"
-    values = read_samples(path, variable, start=index, count=1, what=what, hint=hint).values[0]
+    with read_samples(path, variable, start=index, count=1, what=what, hint=hint) as samples:
+        values = samples.values[0]
     if values.ndim == 4:
         values = values[..., args.channel] if args.channel < values.shape[-1] else values[..., 0]
     if values.ndim != 3:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import shlex
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -75,13 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import xarray as xr
+
     from earthcast.io.forecast import variable_name
 
     _check_paths(args)
     model, contract, info = load_checkpoint(args.ckpt)
     configure_sampling(model, args)
     start, count = (args.index, 1) if args.index is not None else (args.start, args.count)
-    ds = predict_file(
+    predict_file(
         model,
         contract,
         args.input,
@@ -96,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     name = variable_name(contract)
-    sizes = ", ".join(f"{d} {n}" for d, n in ds[name].sizes.items())
-    attrs = ds[name].attrs
+    with xr.open_dataset(args.output) as ds:
+        sizes = ", ".join(f"{d} {n}" for d, n in ds[name].sizes.items())
+        attrs = dict(ds[name].attrs)
     meaning = attrs.get("comment") or f"units '{attrs.get('units')}'"
     print(f"wrote {args.output}: {name} ({sizes}); {meaning}")
     return 0
@@ -272,39 +276,41 @@ def predict_file(
     thresholds: Sequence[float] | None = None,
     attrs: dict[str, Any] | None = None,
     progress: bool = False,
-):
-    """Read contexts, forecast them with ``model`` and write the CF NetCDF; returns the dataset.
+) -> Path:
+    """Forecast the contexts of ``input_path`` with ``model`` into the CF NetCDF ``output_path``.
 
-    Ensemble models get exceedance probabilities for ``thresholds`` (physical units; default:
-    the contract's ``thresholds``); deterministic models refuse thresholds.
+    Contexts are read, checked and forecast one batch at a time and every batch is appended to
+    the output, so memory does not grow with the number of samples; the file appears only once
+    complete. Ensemble models get exceedance probabilities for ``thresholds`` (physical units;
+    default: the contract's ``thresholds``); deterministic models refuse thresholds.
     """
-    from earthcast.inference import check_context, forecast_arrays
+    from earthcast.inference import iter_forecasts
     from earthcast.io.arrays import read_samples
-    from earthcast.io.forecast import forecast_dataset, write_forecast
+    from earthcast.io.forecast import write_forecast_batches
 
-    samples = read_samples(input_path, variable, start=start, count=count, what="input")
-    contexts = check_context(samples.values, contract, f"input '{input_path}'")
-    forecast = forecast_arrays(
-        model,
-        contexts,
-        contract,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        ensemble=True if thresholds else None,
-    )
-    if forecast.ndim == 6 and thresholds is None:
-        thresholds = list(contract.get("thresholds") or []) or None  # ensembles: the contract's events
-    dims = samples.dims
-    ds = forecast_dataset(
-        forecast,
-        contract,
-        sample_index=samples.index,
-        reference_time=samples.reference_time,
-        y=samples.coords.get(dims[2]) if len(dims) > 2 else None,
-        x=samples.coords.get(dims[3]) if len(dims) > 3 else None,
-        thresholds=thresholds,
-        attrs=attrs,
-    )
-    write_forecast(ds, output_path)
-    return ds
+    with read_samples(input_path, variable, start=start, count=count, what="input") as samples:
+        batches = iter_forecasts(
+            model,
+            samples.values,
+            contract,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            ensemble=True if thresholds else None,
+            name=f"input '{input_path}'",
+        )
+        first = next(batches)  # the first batch tells whether the model returns an ensemble
+        if first[1].ndim == 6 and thresholds is None:
+            thresholds = list(contract.get("thresholds") or []) or None  # ensembles: the contract's events
+        dims = samples.dims
+        return write_forecast_batches(
+            itertools.chain([first], batches),
+            output_path,
+            contract,
+            sample_index=samples.index,
+            reference_time=samples.reference_time,
+            y=samples.coords.get(dims[2]) if len(dims) > 2 else None,
+            x=samples.coords.get(dims[3]) if len(dims) > 3 else None,
+            thresholds=thresholds,
+            attrs=attrs,
+        )

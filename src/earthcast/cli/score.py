@@ -46,16 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load(path: Path, variable: str | None, what: str):
+def _open(path: Path, variable: str | None, what: str):
+    """The samples of ``path`` (read chunk by chunk while scoring; close when done)."""
     from earthcast.io.arrays import read_samples
 
     samples = read_samples(path, variable, what=what)
     if "member" in samples.dims:
+        samples.close()
         raise UserError(
             f"{what} '{path}' variable '{samples.variable}' is an ensemble {samples.dims}; score its "
             f"ensemble mean with --var {samples.variable}_ensemble_mean"
         )
-    return samples.values
+    return samples
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.out.suffix.lower() != ".json":
         raise UserError(f"--out '{args.out}' must end in .json")
-    pred = _load(args.pred, args.var, "pred")
-    target = _load(args.target, args.target_var or args.var, "target")
-    scores = score_arrays(pred, target, args.metrics, args.scale, args.mode, progress=not args.quiet)
+    with (
+        _open(args.pred, args.var, "pred") as pred,
+        _open(args.target, args.target_var or args.var, "target") as target,
+    ):
+        scores = score_arrays(
+            pred.values, target.values, args.metrics, args.scale, args.mode, progress=not args.quiet
+        )
     text = json.dumps(scores, indent=2)
     if args.out is not None:
         from earthcast.utils.io import atomic_path

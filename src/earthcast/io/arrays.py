@@ -7,8 +7,11 @@ selected samples plus what the file says about them. Contract:
 
 * ``.npy`` files are memory-mapped (``allow_pickle=False``: object arrays are refused), so a
   selection reads only its samples. NetCDF (``.nc``, ``.nc4``, ``.cdf``) and Zarr (``.zarr``)
-  are opened lazily with xarray; ``variable`` picks the data variable, otherwise the first
-  data variable with at least ``min_ndim`` dimensions is used.
+  are opened lazily with xarray and their values come as ``LazyRows``, which reads the rows a
+  slice asks for: callers that work in chunks of samples (``predict``, ``score``) never hold
+  the whole file in memory. ``variable`` picks the data variable, otherwise the first data
+  variable with at least ``min_ndim`` dimensions is used. Close a ``SampleArray`` (or use it
+  as a context manager) to release an xarray-backed file.
 * The first axis is the sample axis. For NetCDF/Zarr, a datetime coordinate along it is taken
   as the forecast reference time of each sample (a ``(sample, time)`` coordinate gives the time
   of the last frame); an integer coordinate along it as the samples' indices; 1-D coordinates
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ARRAY_SUFFIXES", "SampleArray", "array_format", "read_samples"]
+__all__ = ["ARRAY_SUFFIXES", "LazyRows", "SampleArray", "array_format", "read_samples"]
 
 ARRAY_SUFFIXES: dict[str, str] = {
     ".npy": "npy",
@@ -38,13 +41,64 @@ ARRAY_SUFFIXES: dict[str, str] = {
 }
 
 
+class LazyRows:
+    """Rows ``start … stop − 1`` of a lazily opened xarray variable, read on demand.
+
+    Supports the part of the NumPy interface that chunked readers use: ``shape``, ``ndim``,
+    ``dtype``, ``len()``, ``x[i]`` and ``x[a:b]`` (rows, returned as ``np.ndarray``),
+    ``x[..., np.newaxis]`` (a trailing axis, still lazy) and ``np.asarray(x)`` (everything).
+
+    Args:
+        variable: the lazily indexed ``xr.DataArray`` (its first axis is the sample axis).
+        rows: the selected rows of ``variable``.
+        name: how the data are called in read errors (``"variable 'vil' of input 'x.nc'"``).
+    """
+
+    def __init__(self, variable, rows: slice, name: str, trailing_axes: int = 0):
+        self._variable, self._rows, self._name = variable, rows, name
+        self._trailing_axes = trailing_axes
+        count = len(range(*rows.indices(variable.shape[0])))
+        self.shape = (count, *variable.shape[1:], *(1,) * trailing_axes)
+        self.dtype = np.dtype(variable.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray | LazyRows:
+        if isinstance(key, tuple) and key == (Ellipsis, None):
+            return LazyRows(self._variable, self._rows, self._name, self._trailing_axes + 1)
+        if isinstance(key, (int, np.integer)):
+            return self[int(key) : int(key) + 1 or None][0]
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"LazyRows reads rows x[i] or x[a:b] or adds an axis x[..., None]; got [{key!r}]")
+        start, stop, _ = key.indices(len(self))
+        first = self._rows.start or 0
+        return self._read(slice(first + start, first + max(start, stop)))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        values = self[:]
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def _read(self, rows: slice) -> np.ndarray:
+        try:
+            values = np.asarray(self._variable[rows].values)
+        except Exception as err:  # engines raise many types (OSError, RuntimeError, KeyError, …)
+            raise ValueError(f"cannot read the values of {self._name}: {err}") from err
+        return values.reshape(*values.shape, *(1,) * self._trailing_axes)
+
+
 @dataclass
 class SampleArray:
     """Selected samples of one array file.
 
     Attributes:
         path: the file.
-        values: ``(n, ...)`` array (a read-only memory map for ``.npy``).
+        values: ``(n, ...)`` rows, read on demand: a read-only memory map for ``.npy``,
+            ``LazyRows`` for NetCDF/Zarr.
         variable: data-variable name (None for ``.npy``).
         dims: dimension names (``dim_0`` … for ``.npy``).
         attrs: the variable's attributes.
@@ -65,6 +119,19 @@ class SampleArray:
     reference_time: np.ndarray | None = None
     coords: dict[str, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     total: int = 0
+    dataset: Any = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Release the underlying file (xarray datasets; memory maps close with their last use)."""
+        if self.dataset is not None:
+            self.dataset.close()
+            self.dataset = None
+
+    def __enter__(self) -> SampleArray:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def array_format(path: str | os.PathLike, what: str = "input") -> str:
@@ -193,24 +260,22 @@ def _read_xarray(
             for d in da.dims[1:]
             if d in ds.coords and ds[d].ndim == 1
         }
-        try:
-            values = np.asarray(da[rows].values)
-        except Exception as err:
-            raise ValueError(f"cannot read the values of '{name}' from {what} '{path}': {err}") from err
-        return SampleArray(
-            path,
-            values,
-            name,
-            tuple(str(d) for d in da.dims),
-            attrs=dict(da.attrs),
-            global_attrs=dict(ds.attrs),
-            index=np.arange(da.shape[0])[rows] if index is None else index,
-            reference_time=reference,
-            coords=coords,
-            total=da.shape[0],
-        )
-    finally:
+    except BaseException:
         ds.close()
+        raise
+    return SampleArray(
+        path,
+        LazyRows(da, rows, f"variable '{name}' of {what} '{path}'"),
+        name,
+        tuple(str(d) for d in da.dims),
+        attrs=dict(da.attrs),
+        global_attrs=dict(ds.attrs),
+        index=np.arange(da.shape[0])[rows] if index is None else index,
+        reference_time=reference,
+        coords=coords,
+        total=da.shape[0],
+        dataset=ds,
+    )
 
 
 def read_samples(

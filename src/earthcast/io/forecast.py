@@ -5,7 +5,10 @@ Axis legend: ``n`` sample, ``s`` ensemble member, ``t`` lead time, ``h``/``w`` s
 
 ``forecast_dataset(forecast, contract, ...)`` turns ``(N, T, H, W, C)`` (deterministic) or
 ``(N, S, T, H, W, C)`` (ensemble) arrays into an ``xr.Dataset``; ``write_forecast`` writes it
-atomically. Layout of the file:
+atomically. ``write_forecast_batches`` writes the same file from forecasts that arrive a batch at
+a time (``earthcast.inference.iter_forecasts``), holding one batch in memory: the ``sample``
+dimension is unlimited and every later batch is appended to it. Each sample is its own
+compressed chunk, so reading one sample reads only its chunk. Layout of the file:
 
 ========================================  ==============================================
 ``<variable>(sample, [member,] lead_time, y, x[, channel])``  the forecast, named after the contract
@@ -35,7 +38,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,7 @@ __all__ = [
     "physical_scale",
     "variable_name",
     "write_forecast",
+    "write_forecast_batches",
 ]
 
 FILL_VALUE = np.float32(-9999.0)
@@ -302,25 +306,129 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+_TIME_UNITS = "minutes since 1970-01-01 00:00:00"
+_EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
+
+
+def _netcdf_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in (".nc", ".nc4"):
+        raise ValueError(f"forecast output '{path}' must be a NetCDF file ending in .nc")
+    return path
+
+
+def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """zlib and a fill value for float variables, one chunk per sample (and member); times in
+    float minutes since 1970, so later batches can be appended exactly."""
+    encoding: dict[str, dict[str, Any]] = {}
+    for name, var in ds.data_vars.items():
+        if np.issubdtype(var.dtype, np.floating):
+            chunks = tuple(1 if d in ("sample", "member") else n for d, n in var.sizes.items())
+            encoding[str(name)] = {
+                "zlib": True,
+                "complevel": 4,
+                "_FillValue": FILL_VALUE,
+                "chunksizes": chunks,
+            }
+    for name in ds.coords:
+        if np.issubdtype(ds[name].dtype, np.datetime64):
+            encoding[str(name)] = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "float64"}
+        elif name not in encoding:
+            encoding[str(name)] = {"_FillValue": None}  # CF: coordinates carry no fill value
+    return encoding
+
+
 def write_forecast(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` as compressed NetCDF-4 through a temporary file + rename.
 
     Raises:
         ValueError: ``path`` does not end in ``.nc``.
     """
-    path = Path(path)
-    if path.suffix.lower() not in (".nc", ".nc4"):
-        raise ValueError(f"forecast output '{path}' must be a NetCDF file ending in .nc")
-    encoding = {
-        name: {"zlib": True, "complevel": 4, "_FillValue": FILL_VALUE}
-        for name, var in ds.data_vars.items()
-        if np.issubdtype(var.dtype, np.floating)
-    }
-    for name in ds.coords:
-        if np.issubdtype(ds[name].dtype, np.datetime64):
-            encoding[str(name)] = {"units": "minutes since 1970-01-01 00:00:00", "calendar": "standard"}
-        elif name not in encoding:
-            encoding[str(name)] = {"_FillValue": None}  # CF: coordinates carry no fill value
+    path = _netcdf_path(path)
     with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_encoding(ds))
     return path
+
+
+def write_forecast_batches(
+    batches: Iterable[tuple[int, np.ndarray]],
+    path: str | os.PathLike,
+    contract: Mapping[str, Any],
+    *,
+    sample_index: Sequence[int],
+    reference_time: np.ndarray | None = None,
+    y: tuple[np.ndarray, dict] | None = None,
+    x: tuple[np.ndarray, dict] | None = None,
+    thresholds: Sequence[float] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write forecasts that arrive in batches as one CF NetCDF, atomically.
+
+    The file is the one ``write_forecast(forecast_dataset(all batches, ...))`` would write, with an
+    unlimited ``sample`` dimension; only one batch is held in memory.
+
+    Args:
+        batches: ``(start, forecast)`` pairs in sample order, ``forecast`` ``(b, T, H, W, C)`` or
+            ``(b, S, T, H, W, C)`` for samples ``start … start + b − 1`` (``iter_forecasts``).
+        path: the ``.nc`` file to write; nothing is left there if writing fails midway.
+        contract, y, x, thresholds, attrs: as for ``forecast_dataset``.
+        sample_index: ``(N,)`` index of every sample in the input file; ``N`` is the number of
+            samples the batches must add up to.
+        reference_time: ``(N,)`` reference times, when known.
+
+    Raises:
+        ValueError: a bad path, batches out of order or not adding up to ``N``, or the errors of
+            ``forecast_dataset``.
+    """
+    path = _netcdf_path(path)
+    index = np.asarray(sample_index)
+    written = 0
+    with atomic_path(path) as tmp:
+        file = None
+        try:
+            for start, forecast in batches:
+                if start != written:
+                    raise ValueError(f"forecast batches out of order: got sample {start}, expected {written}")
+                rows = slice(start, start + len(forecast))
+                ds = forecast_dataset(
+                    forecast,
+                    contract,
+                    sample_index=index[rows],
+                    reference_time=None if reference_time is None else np.asarray(reference_time)[rows],
+                    y=y,
+                    x=x,
+                    thresholds=thresholds,
+                    attrs=attrs,
+                )
+                if file is None:
+                    encoding = _encoding(ds)
+                    ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding, unlimited_dims=["sample"])
+                    file = _open_for_append(tmp)
+                else:
+                    _append_samples(file, ds, rows)
+                written = rows.stop
+        finally:
+            if file is not None:
+                file.close()
+        if written != len(index):
+            raise ValueError(f"the forecast batches hold {written} samples, but {len(index)} were expected")
+    return path
+
+
+def _open_for_append(path: Path):
+    import netCDF4
+
+    file = netCDF4.Dataset(path, "a")
+    file.set_auto_maskandscale(False)  # values are written as they are: nothing is packed or masked
+    return file
+
+
+def _append_samples(file, ds: xr.Dataset, rows: slice) -> None:
+    """Write every sample-dimensioned variable of ``ds`` into rows ``rows`` of the open file."""
+    for name, var in ds.variables.items():
+        if not var.dims or var.dims[0] != "sample":
+            continue
+        values = var.values
+        if np.issubdtype(values.dtype, np.datetime64):
+            values = (values.astype("datetime64[ns]") - _EPOCH) / np.timedelta64(1, "m")  # _TIME_UNITS
+        file.variables[str(name)][rows] = values
