@@ -83,3 +83,46 @@ def test_ddp_evaluation_equals_one_process(trained):
     assert set(one) == set(two) and {"loss", "mse", "mae", "ssim", "csi_m"} <= set(one)
     for key in one:
         torch.testing.assert_close(torch.tensor(two[key]), torch.tensor(one[key]), rtol=1e-6, atol=0)
+
+
+def test_ddp_trains_the_vae_with_its_critic(tmp_path: Path):
+    """The VAE's generator and critic backward passes each reach one network; `strategy: ddp` still
+    works (plain DDP refuses such steps) and both networks are updated on both ranks."""
+    experiment = {
+        "name": "vae_ddp",
+        "task": "vae",
+        "model": "vae_tiny",
+        "model_overrides": {"use_discriminator": True, "disc_start": 0},
+        "data": {
+            "name": "nbody",
+            "in_len": 3,
+            "out_len": 2,
+            "batch_size": 2,
+            "num_workers": 0,
+            "root": str(tmp_path / "data"),
+            "synthesize": True,
+            "synthetic": {"size": 16, "seq_len": 5, "n_train": 16, "n_val": 4, "n_test": 4},
+        },
+        "trainer": {**EXPERIMENT["trainer"], "max_epochs": -1, "max_steps": 4, "global_batch_size": None},
+    }
+    path = tmp_path / "vae.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    ddp = run_cli(["fit", str(path), "--out", str(tmp_path / "run"), *DDP], cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    state = checkpoint["state_dict"]
+    assert int(state["generator_steps"]) == 2 and int(state["critic_steps"]) == 2
+    assert any(key.startswith("discriminator.") for key in state)
+
+
+def test_only_partial_backward_systems_search_for_unused_parameters():
+    from lightning.pytorch import LightningModule
+
+    from earthcast.training.runner import _strategy
+
+    partial = LightningModule()
+    partial.partial_backward = True
+    assert _strategy("ddp", partial) == "ddp_find_unused_parameters_true"
+    assert _strategy("ddp_spawn", partial) == "ddp_spawn_find_unused_parameters_true"
+    assert _strategy("fsdp", partial) == "fsdp" and _strategy("auto", partial) == "auto"
+    assert _strategy("ddp", LightningModule()) == "ddp"

@@ -276,6 +276,18 @@ def _system_for(ckpt_or_model_name: str | Path, config: ExperimentConfig, use_em
     )
 
 
+_DDP_LAUNCHERS = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def _strategy(strategy: str, system: L.LightningModule) -> str:
+    """``strategy``, except that plain DDP becomes its ``_find_unused_parameters_true`` variant for
+    systems whose backward passes each reach only some of their parameters (``partial_backward``:
+    the VAE's generator and critic steps); plain DDP would stop them with an error."""
+    if getattr(system, "partial_backward", False) and strategy in _DDP_LAUNCHERS:
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
+
+
 def build_trainer(
     cfg: TrainerConfig, out: Path, system: ForecastSystem, micro_batch: int, evaluating: bool = False
 ) -> L.Trainer:
@@ -294,7 +306,7 @@ def build_trainer(
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
-        strategy=cfg.strategy,
+        strategy=_strategy(cfg.strategy, system),
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
         max_epochs=cfg.max_epochs,

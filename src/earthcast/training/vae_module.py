@@ -17,8 +17,9 @@ critic; one is built from the config if none is given) and adds, and only adds:
    cosine on the same clock: both schedules step every generator step, the critic's also
    before it starts training). Lightning's own gradient clipping and accumulation do not
    apply to manual optimisation, so ``gradient_clip_val`` and ``accumulate_grad_batches``
-   are arguments of this system (give the ``Trainer`` neither). Under DDP use
-   ``strategy="ddp_find_unused_parameters_true"``: each backward pass reaches only one network.
+   are arguments of this system (give the ``Trainer`` neither). With the critic, each backward
+   pass reaches only one of the two networks, which plain DDP refuses; ``partial_backward``
+   says so, and ``earthcast fit`` then runs ``strategy: ddp`` with unused-parameter detection.
 4. **Step counting.** ``generator_steps`` / ``critic_steps`` (buffers, saved in checkpoints)
    count optimiser steps; ``disc_start`` refers to ``generator_steps``. Lightning's
    ``global_step`` counts the steps of *both* optimisers (its rule for manual optimisation), so
@@ -108,6 +109,8 @@ class VAESystem(L.LightningModule):
         self.loss = VAELoss(config)
         self.optim_config = optim_config_from_dict(optim, REFERENCE_OPTIM)
         self.automatic_optimization = False
+        # the generator's backward never reaches the critic and the critic's never the VAE
+        self.partial_backward = self.discriminator is not None
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.int64))
 
