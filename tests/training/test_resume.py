@@ -59,11 +59,20 @@ def start_fit(config: Path, out: Path, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "earthcast.cli", "fit", str(config), "--out", str(out)]
     return subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: DDP ranks can be killed together
     )
 
 
-def kill_after_first_checkpoint(proc: subprocess.Popen, last: Path, timeout: float = 120) -> None:
+def kill_after_first_checkpoint(
+    proc: subprocess.Popen, last: Path, timeout: float = 120, group: bool = False
+) -> None:
+    """SIGKILL ``proc`` (with ``group``, its whole process group) once ``last`` exists."""
     deadline = time.monotonic() + timeout
     while not last.is_file():
         if proc.poll() is not None:
@@ -72,7 +81,10 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, last: Path, timeout: flo
             proc.kill()
             pytest.fail("no checkpoint appeared in time")
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
 
@@ -118,3 +130,36 @@ def test_a_new_run_refuses_an_existing_run_directory(tmp_path):
         fit(config, out_dir=tmp_path)
     with pytest.raises(ValueError, match=r"cannot resume: checkpoint '.*missing.ckpt' does not exist"):
         fit(config, resume=tmp_path / "missing.ckpt", out_dir=tmp_path)
+
+
+def test_killed_ddp_run_resumes_where_it_stopped(tmp_path):
+    """Two ranks (gloo, CPU), dropout on, the whole job killed after a checkpoint: the resumed run
+    continues with the losses of an uninterrupted two-rank run (each rank's random state and its
+    shard of the data resume)."""
+    experiment = {**EXPERIMENT, "data": {**EXPERIMENT["data"], "root": str(tmp_path / "data")}}
+    experiment["trainer"] = {**EXPERIMENT["trainer"], "devices": 2, "strategy": "ddp"}
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(experiment))
+    full = run_cli(["fit", str(config), "--out", str(tmp_path / "full")], cwd=tmp_path, timeout=240)
+    assert full.returncode == 0, full.stderr[-3000:]
+    reference = step_losses(tmp_path / "full")
+    assert sorted(reference) == list(range(12))  # 24 sequences, 2 per rank and step, 2 epochs
+
+    run = tmp_path / "killed"
+    last = run / "checkpoints" / "last.ckpt"
+    proc = start_fit(config, run, tmp_path)
+    kill_after_first_checkpoint(proc, last, group=True)  # every rank dies, as when a job is killed
+    stopped_at = read_checkpoint(last)["global_step"]
+    assert 0 < stopped_at < 12, "the run should have been killed mid-training"
+
+    resumed = run_cli(["fit", str(config), "--out", str(run), "--resume", "auto"], cwd=tmp_path, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    continued = {s: v for s, v in step_losses(run).items() if s >= stopped_at}
+    assert min(continued) == stopped_at and max(continued) == 11
+    torch.testing.assert_close(
+        torch.tensor([continued[s] for s in sorted(continued)], dtype=torch.float64),
+        torch.tensor([reference[s] for s in sorted(continued)], dtype=torch.float64),
+        rtol=0,
+        atol=1e-6,
+    )
+    assert read_checkpoint(last)["global_step"] == 12

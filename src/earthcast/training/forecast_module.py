@@ -273,9 +273,11 @@ class ForecastSystem(L.LightningModule):
         if self._rng_to_restore is not None:  # first batch after a resume: continue the same random stream
             states, self._rng_to_restore = self._rng_to_restore, None
             rank = self.global_rank if len(states["cpu"]) > self.global_rank else 0
-            torch.set_rng_state(states["cpu"][rank].cpu())
+            # clone: torch.set_rng_state crashes (SIGSEGV, torch 2.13) on a row view with a storage
+            # offset, i.e. on every rank but the first
+            torch.set_rng_state(states["cpu"][rank].clone().cpu())
             if "cuda" in states and self.device.type == "cuda":
-                torch.cuda.set_rng_state(states["cuda"][rank].cpu(), self.device)
+                torch.cuda.set_rng_state(states["cuda"][rank].clone().cpu(), self.device)
 
     def _gather_rng_states(self) -> dict[str, Tensor]:
         """Torch RNG states of every rank, ``(world, n)`` uint8 each (all ranks dump checkpoints)."""

@@ -17,6 +17,7 @@ requested where they exist.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,13 @@ def fit(
     datamodule = ForecastDataModule(data, seed=trainer_cfg.seed)
     system, trainer_cfg = make_system(config, trainer_cfg)
     trainer = build_trainer(trainer_cfg, out, system, data.batch_size)
-    trainer.fit(
-        system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True
-    )
+    with warnings.catch_warnings():
+        # Lightning warns that a mid-epoch resume cannot continue the data loader; ours can:
+        # ForecastDataModule.state_dict resumes its sampler at the next batch (tests/training/test_resume.py)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+        trainer.fit(
+            system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True
+        )
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     last = out / CHECKPOINT_DIR / LAST_NAME
     return FitResult(
