@@ -112,7 +112,6 @@ class ForecastSystem(L.LightningModule):
             self._attach(net)
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
-        self._rng_to_restore: dict[str, Tensor] | None = None
 
     # ----------------------------------------------------------------------------- network
     def _attach(self, net: nn.Module) -> None:
@@ -264,32 +263,6 @@ class ForecastSystem(L.LightningModule):
             data_contract=self.hparams.get("data_contract"),
             earthcast_version=__version__,
         )
-        checkpoint["rng_states"] = self._gather_rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_to_restore = checkpoint.get("rng_states")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self._rng_to_restore is not None:  # first batch after a resume: continue the same random stream
-            states, self._rng_to_restore = self._rng_to_restore, None
-            rank = self.global_rank if len(states["cpu"]) > self.global_rank else 0
-            # clone: torch.set_rng_state crashes (SIGSEGV, torch 2.13) on a row view with a storage
-            # offset, i.e. on every rank but the first
-            torch.set_rng_state(states["cpu"][rank].clone().cpu())
-            if "cuda" in states and self.device.type == "cuda":
-                torch.cuda.set_rng_state(states["cuda"][rank].clone().cpu(), self.device)
-
-    def _gather_rng_states(self) -> dict[str, Tensor]:
-        """Torch RNG states of every rank, ``(world, n)`` uint8 each (all ranks dump checkpoints)."""
-        states = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            states["cuda"] = torch.cuda.get_rng_state(self.device)
-        distributed = (
-            self._trainer is not None and self.trainer.world_size > 1 and torch.distributed.is_initialized()
-        )
-        if not distributed:
-            return {k: v[None] for k, v in states.items()}
-        return {k: self.all_gather(v.to(self.device)).cpu() for k, v in states.items()}
 
 
 def _create(model_name: str, overrides: dict[str, Any]) -> nn.Module:

@@ -40,6 +40,7 @@ from earthcast.training.checkpoint import (
 from earthcast.training.compile import CompileNetworks
 from earthcast.training.config import ExperimentConfig, TrainerConfig
 from earthcast.training.forecast_module import ForecastSystem
+from earthcast.training.random_state import RandomState
 from earthcast.utils.allocator import CPU_ALLOCATORS, keep_freed_memory
 
 
@@ -358,6 +359,7 @@ def _training_callbacks(cfg: TrainerConfig, out: Path, system: ForecastSystem) -
             every_n_epochs=None if every else 1,
         ),
         cb.LearningRateMonitor(logging_interval="step"),
+        RandomState(),  # every rank's random stream resumes too
     ]
     if cfg.limit_val_batches != 0:
         monitor, mode = system.selection_metric, system.selection_mode
