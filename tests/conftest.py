@@ -13,6 +13,22 @@ import torch
 
 torch.set_num_threads(1)
 
+GPU_TEST_DEVICE = os.environ.get("EARTHCAST_GPU_TEST_DEVICE") or (
+    "cuda" if torch.cuda.is_available() else None
+)
+"""Where the ``gpu`` tests run: CUDA when present; ``EARTHCAST_GPU_TEST_DEVICE=cpu`` runs them on the
+CPU to check the tests themselves."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) the ``gpu`` tests on machines without a CUDA device."""
+    if GPU_TEST_DEVICE is not None:
+        return
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+
 
 @pytest.fixture(autouse=True)
 def _seed():
