@@ -70,6 +70,21 @@ def test_table_scales_seed_columns_and_keeps_failures():
     assert header[6:10] == ["CSI-M", "CSI-219", "CSI-181", "MSE (×1e-3)"]
     assert rows[0][9] == "3.7"  # MSE shown ×1e3, as in the SEVIR table
     assert rows[1][-1].startswith("failed: RuntimeError") and rows[1][6] == "–"
+    assert "CRPS" not in header  # no ensemble in the table
+
+
+def test_table_adds_crps_when_an_ensemble_is_scored(tmp_path):
+    from earthcast.benchmark.table import write_tables
+
+    results = [
+        {"model": "unet", "status": "ok", "metrics": {"mse": 0.5, "mae": 0.4}},
+        {"model": "pysteps_steps", "status": "ok", "metrics": {"mse": 0.7, "mae": 0.5, "crps": 0.21}},
+    ]
+    header, rows = table_rows(results, "radar")
+    assert header[6:9] == ["MSE", "MAE", "CRPS"]
+    assert rows[0][8] == "–" and rows[1][8] == "0.21"
+    _, csv_path = write_tables(results, "radar", tmp_path, "radar")
+    assert csv_path.read_text().splitlines()[0].split(",")[6:9] == ["mse", "mae", "crps"]
 
 
 TINY_DATA = [

@@ -11,6 +11,8 @@ anything else               MSE, MAE (pixel means, ↓)
 
 Every table also lists parameters (M), forward GFLOPs per sample, training time and steps, and
 the status (``ok`` or the failure message), so one failing model shows as a row, not a crash.
+When an ensemble model (e.g. ``pysteps_steps``) is in the table, a CRPS column (↓, eCDF form, in
+the data's normalised units) follows the data set's columns; the others are scores of the mean.
 """
 
 from __future__ import annotations
@@ -60,8 +62,15 @@ COLUMNS: dict[str, tuple[MetricColumn, ...]] = {
 }
 
 
-def metric_columns(dataset: str) -> tuple[MetricColumn, ...]:
-    return COLUMNS.get(dataset, _GENERIC)
+CRPS_COLUMN = MetricColumn("crps", "CRPS")
+
+
+def metric_columns(dataset: str, results: Sequence[dict[str, Any]] = ()) -> tuple[MetricColumn, ...]:
+    """The data set's columns, plus CRPS when any of ``results`` scored an ensemble."""
+    columns = COLUMNS.get(dataset, _GENERIC)
+    if any(CRPS_COLUMN.key in (r.get("metrics") or {}) for r in results):
+        columns = (*columns, CRPS_COLUMN)
+    return columns
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -74,7 +83,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def table_rows(results: Sequence[dict[str, Any]], dataset: str) -> tuple[list[str], list[list[str]]]:
     """Header and display rows (results in benchmark order)."""
-    columns = metric_columns(dataset)
+    columns = metric_columns(dataset, results)
     header = ["model", "network", "params (M)", "GFLOPs", "train time (s)", "steps"]
     header += [c.header for c in columns] + ["status"]
     rows = []
@@ -96,7 +105,7 @@ def write_tables(results: Sequence[dict[str, Any]], dataset: str, out: Path, tit
     md_path = out / "table.md"
     md_path.write_text("\n".join(md) + "\n")
     csv_path = out / "table.csv"
-    columns = metric_columns(dataset)
+    columns = metric_columns(dataset, results)
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
@@ -126,7 +135,7 @@ def plot_results(results: Sequence[dict[str, Any]], dataset: str, path: Path) ->
     import matplotlib.pyplot as plt
 
     done = [r for r in results if r.get("status") == "ok" and r.get("metrics")]
-    columns = [c for c in metric_columns(dataset) if any(c.key in r["metrics"] for r in done)]
+    columns = [c for c in metric_columns(dataset, done) if any(c.key in r["metrics"] for r in done)]
     if not done or not columns:
         return None
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns) + 1, 3.6), squeeze=False)

@@ -13,10 +13,11 @@ The network is a plain ``nn.Module`` injected into the system (or built from ``m
 5. teacher forcing for recurrent networks (``net.accepts_targets``): in training they get
    ``net(inputs, targets=targets, step=global_step)`` (see ``models/baselines/_base.py``), and a
    network's ``auxiliary_loss()`` (e.g. PhyDNet's moment constraint) is added to the training loss;
-   ensemble outputs ``(B, S, T_out, H, W, C_out)`` are scored through their mean;
+   ensemble outputs ``(B, S, T_out, H, W, C_out)`` (e.g. STEPS) are scored through their mean,
+   and as ensembles too: ``crps`` (eCDF form) and ``spread_skill``/``spread_skill_corrected``;
 6. the checkpoint contract (``training/checkpoint.py``): model name and overrides, resolved
-   model config, data contract, package version, experiment; and the random-number states of
-   every rank, so that a resumed run continues bit-for-bit where the checkpoint was taken.
+   model config, data contract, package version, experiment (every rank's random state is
+   added by the ``RandomState`` callback, ``training/random_state.py``).
 
 Models whose registry factory declares ``contract_fields`` (e.g. ``persistence``: ``out_len``,
 ``channels_out``) get those settings from the data contract in ``setup`` unless overridden.
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 from earthcast.training.config import optim_config_from_dict
 from earthcast.training.ema import EMA
 from earthcast.training.optim import lightning_optimizers, total_steps
-from earthcast.training.scoring import Scoring, scoring_for
+from earthcast.training.scoring import ENSEMBLE_METRICS, Scoring, ensemble_metrics, scoring_for
 from earthcast.training.stage_logging import log_stage_loss
 
 _SHAPE_KEYS = ("in_len", "out_len", "height", "width", "channels_in", "channels_out")
@@ -148,8 +149,8 @@ class ForecastSystem(L.LightningModule):
         if contract is not None:
             _check_shapes(self.net, contract, self.hparams.model_name)
             self.hparams["data_contract"] = contract
-            self.val_metrics = nn.ModuleDict(self.scoring.build(contract))
-            self.test_metrics = nn.ModuleDict(self.scoring.build(contract))
+            self.val_metrics = nn.ModuleDict({**self.scoring.build(contract), **ensemble_metrics()})
+            self.test_metrics = nn.ModuleDict({**self.scoring.build(contract), **ensemble_metrics()})
 
     def _resolve_contract(self) -> dict[str, Any] | None:
         recorded = self.hparams.get("data_contract")
@@ -184,8 +185,9 @@ class ForecastSystem(L.LightningModule):
             pred = net(torch.nan_to_num(inputs), targets=torch.nan_to_num(targets), step=self.global_step)
         else:
             pred = net(torch.nan_to_num(inputs))  # (B, T_out, H, W, C_out) or (B, S, T_out, H, W, C_out)
+        members = None
         if pred.ndim == 6:  # ensemble forecasters (e.g. STEPS): deterministic scores of the mean
-            pred = pred.mean(dim=1)  # (B, T_out, H, W, C_out)
+            members, pred = pred, pred.mean(dim=1)  # (B, S, T_out, H, W, C_out), (B, T_out, H, W, C_out)
         loss = masked_mse(pred, targets)
         if stage == "train" and hasattr(net, "auxiliary_loss"):
             # physics terms of a network (PhyDNet's moment constraint) join the objective
@@ -195,7 +197,11 @@ class ForecastSystem(L.LightningModule):
         log_stage_loss(self, stage, loss, len(inputs))
         if stage != "train":
             metrics = self.val_metrics if stage == "val" else self.test_metrics
-            self.scoring.update(dict(metrics.items()), pred.detach().float(), targets.float(), batch)
+            deterministic = {k: m for k, m in metrics.items() if k not in ENSEMBLE_METRICS}
+            self.scoring.update(deterministic, pred.detach().float(), targets.float(), batch)
+            if members is not None:
+                for name in ENSEMBLE_METRICS:
+                    metrics[name].update(members.detach().float(), targets.float())
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -16,6 +16,10 @@ data set                  metrics (logged as ``val/<name>``, ``test/<name>``)  s
 anything else             ``mse``/``mae`` pixel means                        ``mse`` (min)
 ========================  ===============================================  ======================
 
+Ensemble forecasters (outputs ``(B, S, T, H, W, C)``) are scored through their mean as above and
+also as ensembles (``ensemble_metrics``): ``crps`` (eCDF form, in the data's normalised units),
+``spread_skill`` and ``spread_skill_corrected`` (the finite-ensemble correction).
+
 The selection metric drives best-checkpoint selection and early stopping (SPEC §2.8). All
 metrics are streaming ``torchmetrics`` objects, so their states are summed across DDP ranks
 before ``compute``.
@@ -34,6 +38,16 @@ from torchmetrics import Metric
 
 from earthcast.metrics import MAE, MSE, SSIM, EnsoScores, get_metric
 from earthcast.metrics.categorical import SEVIR_THRESHOLDS, ContingencyScores, scores_from_counts
+
+ENSEMBLE_METRICS = ("crps", "spread_skill")
+"""Names of the metrics that ``ensemble_metrics`` builds (fed the members, not their mean)."""
+
+
+def ensemble_metrics() -> dict[str, Metric]:
+    """Streaming scores of ensemble forecasts ``(B, S, T, H, W, C)`` against targets."""
+    from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+
+    return {"crps": CRPS("ecdf"), "spread_skill": SpreadSkill()}
 
 
 @dataclass(frozen=True)
