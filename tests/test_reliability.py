@@ -249,10 +249,10 @@ def test_score_enso_needs_its_grid(capsys, files):
     user_error(capsys, argv, "24×48")
 
 
-def test_score_ensemble_needs_the_mean(capsys, files, tmp_path):
+def test_score_refuses_an_ensemble_as_the_target(capsys, files, tmp_path):
     members = np.random.default_rng(1).random((N, 2, T, S, S, 1), dtype=np.float32)
     path = write_forecast(forecast_dataset(members, TINY_CONTRACT), tmp_path / "ens.nc")
-    user_error(capsys, _score(path, files["tgt"]), "--var vil_ensemble_mean")
+    user_error(capsys, _score(files["tgt"], path), "must be the observations")
 
 
 @pytest.mark.parametrize(

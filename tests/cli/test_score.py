@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from earthcast.metrics import score_arrays
@@ -75,3 +76,41 @@ def test_netcdf_forecast_scores_with_its_variable(cli, tiny_ckpt: Path, contexts
     with xr.open_dataset(forecast) as ds:
         pred = ds["vil"].values
     assert json.loads(stdout) == pytest.approx(score_arrays(pred, np.load(targets), "sevir"))
+
+
+def test_ensemble_netcdf_is_scored_through_its_mean_and_as_an_ensemble(cli, targets: Path, tmp_path: Path):
+    """A PreDiff-style forecast file (a 'member' dimension) gets the scores of its mean plus CRPS and
+    spread/skill, equal to computing them directly; --ensemble does the same for a .npy array."""
+    from earthcast.io.forecast import forecast_dataset, write_forecast
+    from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+    from tests.cli.helpers import TINY_CONTRACT
+
+    truth = np.load(targets)  # (3, 4, 16, 16)
+    # a calibrated ensemble: the truth and the members are draws around the same centre
+    rng = np.random.default_rng(7)
+    centre = truth[:, None] + rng.normal(0, 0.1, (3, 1, 4, 16, 16))
+    members = np.clip(centre + rng.normal(0, 0.1, (3, 5, 4, 16, 16)), 0, 1).astype(np.float32)
+    path = write_forecast(forecast_dataset(members[..., None], TINY_CONTRACT), tmp_path / "ens.nc")
+    code, stdout, err = cli("score", "--pred", path, "--target", targets, "--metrics", "sevir", "--quiet")
+    assert code == 0, err
+    scores = json.loads(stdout)
+    mean_scores = score_arrays(members.mean(axis=1), truth, "sevir")
+    assert {k: scores[k] for k in mean_scores} == pytest.approx(mean_scores)
+    crps, spread = CRPS("ecdf"), SpreadSkill()
+    observed = np.where(truth * 255 >= 254.5, np.nan, truth)  # SEVIR: code 255 is missing
+    as_tensors = torch.from_numpy(members[..., None]), torch.from_numpy(observed[..., None])
+    crps.update(*as_tensors)
+    spread.update(*as_tensors)
+    assert scores["crps"] == pytest.approx(float(crps.compute()), rel=1e-5)
+    expected = spread.compute()
+    for key in ("spread", "rmse", "spread_skill", "spread_skill_corrected"):
+        assert scores[key] == pytest.approx(float(expected[key]), rel=1e-5), key
+    assert 0.8 < scores["spread_skill_corrected"] < 1.25
+
+    npy = tmp_path / "ens.npy"
+    np.save(npy, members)
+    code, stdout, err = cli(
+        "score", "--pred", npy, "--target", targets, "--metrics", "sevir", "--ensemble", "--quiet"
+    )
+    assert code == 0, err
+    assert json.loads(stdout) == pytest.approx(scores, rel=1e-6)

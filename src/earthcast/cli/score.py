@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="categorical aggregation: 0 pooled, 1 per lead time (lists), 2 per lead then averaged",
     )
     p.add_argument("--var", help="variable of a NetCDF/Zarr --pred (and --target unless --target-var)")
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="--pred holds members on its second axis (N, S, T, H, W[, C]); automatic for a NetCDF/Zarr "
+        "variable with a 'member' dimension. Adds crps, spread, rmse and spread_skill(_corrected)",
+    )
     p.add_argument("--target-var", help="variable of a NetCDF/Zarr --target")
     p.add_argument("--out", type=Path, help="also write the JSON to this file (.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,11 +57,11 @@ def _open(path: Path, variable: str | None, what: str):
     from earthcast.io.arrays import read_samples
 
     samples = read_samples(path, variable, what=what)
-    if "member" in samples.dims:
+    if what == "target" and "member" in samples.dims:
         samples.close()
         raise UserError(
-            f"{what} '{path}' variable '{samples.variable}' is an ensemble {samples.dims}; score its "
-            f"ensemble mean with --var {samples.variable}_ensemble_mean"
+            f"target '{path}' variable '{samples.variable}' has members {samples.dims}; the target must "
+            "be the observations (N, T, H, W[, C]), e.g. pass the truth file, or pick it with --target-var"
         )
     return samples
 
@@ -69,8 +75,17 @@ def run(args: argparse.Namespace) -> int:
         _open(args.pred, args.var, "pred") as pred,
         _open(args.target, args.target_var or args.var, "target") as target,
     ):
+        if "member" in pred.dims and pred.dims[1] != "member":
+            raise UserError(f"pred '{args.pred}' has dims {pred.dims}; members must be the second axis")
+        ensemble = args.ensemble or "member" in pred.dims
         scores = score_arrays(
-            pred.values, target.values, args.metrics, args.scale, args.mode, progress=not args.quiet
+            pred.values,
+            target.values,
+            args.metrics,
+            args.scale,
+            args.mode,
+            progress=not args.quiet,
+            ensemble=ensemble,
         )
     text = json.dumps(scores, indent=2)
     if args.out is not None:

@@ -1,10 +1,16 @@
 """Score saved forecasts: one function from arrays to a flat dictionary (used by ``earthcast score``).
 
-Axis legend: ``n`` sample, ``t`` lead time, ``h``/``w`` space, ``c`` channel.
+Axis legend: ``n`` sample, ``s`` ensemble member, ``t`` lead time, ``h``/``w`` space, ``c`` channel.
 
 ``score_arrays`` checks options and shapes up front, then streams the samples through the metric
 objects of this package in chunks (checking values chunk by chunk), so memory-mapped arrays
 larger than RAM can be scored.
+
+Ensembles (``ensemble=True``, ``pred`` ``(N, S, T, H, W[, C])``): every score of the kind is that
+of the ensemble mean, and the ensemble itself adds ``crps`` (eCDF form), ``spread`` (root mean
+ensemble variance), ``rmse`` (of the mean), ``spread_skill`` and ``spread_skill_corrected``
+(``√((S+1)/S)·spread/rmse``, 1 for a calibrated ensemble), all in the units the kind scores in
+(``[0, 1]`` for ``"sevir"``).
 
 Kinds:
 
@@ -50,12 +56,13 @@ def score_arrays(
     mode: str = "0",
     chunk_size: int = 16,
     progress: bool | None = None,
+    ensemble: bool = False,
 ) -> dict[str, float | list[float]]:
     """Score forecasts against targets.
 
     Args:
         pred: ``(N, T, H, W)`` or ``(N, T, H, W, C)`` forecasts (a channel axis is added to 4-D
-            input). Must be finite.
+            input), or with ``ensemble`` ``(N, S, T, H, W[, C])`` members. Must be finite.
         target: same shape as ``pred``; NaN (and 255 in byte units for ``"sevir"``) is missing.
         kind: ``"sevir"``, ``"enso"`` or ``"continuous"`` (see the module docstring).
         scale: value scale of the arrays, ``"01"`` or ``"255"`` (bytes); ``"enso"`` needs ``"01"``.
@@ -63,6 +70,7 @@ def score_arrays(
             ``"1"`` per lead time (lists), ``"2"`` per lead time then averaged.
         chunk_size: samples per chunk.
         progress: show a tqdm bar; None shows it only when stderr is a terminal.
+        ensemble: ``pred``'s second axis holds ensemble members (see the module docstring).
 
     Returns:
         Flat dictionary of Python floats (scalars) and lists of floats (per-lead vectors).
@@ -75,9 +83,12 @@ def score_arrays(
     _check_options(kind, scale, mode)
     if chunk_size < 1:
         raise ValueError(f"score_arrays: chunk_size must be a positive number of samples, got {chunk_size}")
-    pred, target = _as_5d(pred, "pred"), _as_5d(target, "target")
-    _check_shapes(pred, target, kind)
+    pred = _as_ensemble(pred) if ensemble else _as_5d(pred, "pred")
+    target = _as_5d(target, "target")
+    forecast_shape = tuple(pred.shape[:1] + pred.shape[2:]) if ensemble else tuple(pred.shape)
+    _check_shapes(forecast_shape, tuple(target.shape), kind)
     metrics = _build_metrics(kind, scale, mode)
+    members_metrics = _ensemble_metrics() if ensemble else {}
     n_samples, n_valid = pred.shape[0], 0
     show = sys.stderr.isatty() if progress is None else progress
     for start in tqdm(
@@ -94,6 +105,10 @@ def score_arrays(
                 "Fill missing cells, e.g. with the normalised zero anomaly."
             )
         n_valid += int((~torch.isnan(t)).sum())
+        for metric in members_metrics.values():
+            metric.update(p, t)  # p: (n, s, t, h, w, c)
+        if ensemble:
+            p = p.mean(dim=1)  # (n, t, h, w, c): the ensemble mean
         for metric in metrics.values():
             metric.update(p, t)
     if n_valid == 0:
@@ -103,7 +118,7 @@ def score_arrays(
             "Check that the right target file was given and that it was not scaled twice."
         )
     result: dict[str, float | list[float]] = {}
-    for name, metric in metrics.items():
+    for name, metric in {**metrics, **members_metrics}.items():
         value = metric.compute()
         values = value if isinstance(value, dict) else {name: value}
         result.update({key: _to_python(v) for key, v in values.items()})
@@ -133,22 +148,46 @@ def _as_5d(array: np.ndarray, name: str) -> np.ndarray:
             f"score_arrays: {name} must be (N, T, H, W) or (N, T, H, W, C), got {array.ndim}-D shape "
             f"{tuple(array.shape)}; reshape it, e.g. add a sample axis with array[None]"
         )
-    dtype = np.asarray(array[:0]).dtype  # works for memory maps and tensors alike
+    _check_numeric(array, name)
+    return array[..., np.newaxis] if array.ndim == 4 else array
+
+
+def _check_numeric(array, name: str) -> None:
+    dtype = np.asarray(array[:0]).dtype  # works for memory maps, lazy rows and tensors alike
     if dtype.kind not in "biuf":
         raise ValueError(
             f"score_arrays: {name} holds {dtype} values, not numbers; "
             "pass numeric arrays, e.g. array.astype(np.float32)"
         )
-    return array[..., np.newaxis] if array.ndim == 4 else array
 
 
-def _check_shapes(pred: np.ndarray, target: np.ndarray, kind: str) -> None:
-    if pred.shape != target.shape:
+def _as_ensemble(array: np.ndarray) -> np.ndarray:
+    """Members ``(N, S, T, H, W[, C])`` with the channel axis, checked like ``_as_5d``."""
+    if not hasattr(array, "ndim"):
+        array = np.asarray(array)
+    if array.ndim not in (5, 6):
         raise ValueError(
-            f"score_arrays: pred shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}; "
-            "they must match sample for sample (check the number of output frames and the layout NTHWC)"
+            f"score_arrays: an ensemble pred must be (N, S, T, H, W) or (N, S, T, H, W, C), got "
+            f"{array.ndim}-D shape {tuple(array.shape)}; members go on the second axis"
         )
-    _, t, h, w, _ = pred.shape
+    _check_numeric(array, "pred")
+    return array[..., np.newaxis] if array.ndim == 5 else array
+
+
+def _ensemble_metrics() -> dict[str, Metric]:
+    from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+
+    return {"crps": CRPS("ecdf"), "spread_skill": SpreadSkill()}
+
+
+def _check_shapes(pred: tuple[int, ...], target: tuple[int, ...], kind: str) -> None:
+    """``pred`` and ``target`` shapes (an ensemble's without its member axis) agree and suit ``kind``."""
+    if pred != target:
+        raise ValueError(
+            f"score_arrays: pred shape {pred} differs from target shape {target}; they must match "
+            "sample for sample (check the number of output frames and the layout NTHWC)"
+        )
+    _, t, h, w, _ = pred
     if kind == "enso" and ((h, w) != ENSO_GRID or t < NINO_WINDOW):
         raise ValueError(
             f"score_arrays: kind='enso' needs SST on the 24×48 grid with at least {NINO_WINDOW} months, "
