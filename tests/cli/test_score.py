@@ -106,11 +106,27 @@ def test_ensemble_netcdf_is_scored_through_its_mean_and_as_an_ensemble(cli, targ
     for key in ("spread", "rmse", "spread_skill", "spread_skill_corrected"):
         assert scores[key] == pytest.approx(float(expected[key]), rel=1e-5), key
     assert 0.8 < scores["spread_skill_corrected"] < 1.25
+    ranks = scores["rank_histogram"]
+    assert len(ranks) == 6 and sum(ranks) == pytest.approx(1.0)
+    assert max(ranks) < 2.5 * min(ranks)  # calibrated: roughly flat (the clipping at 0 and 1 skews it)
+    assert {"brier@74", "reliability@74", "resolution@74", "uncertainty@74"} <= set(scores)
+    assert len(scores["bin_prob@74"]) == 10
 
     npy = tmp_path / "ens.npy"
     np.save(npy, members)
-    code, stdout, err = cli(
-        "score", "--pred", npy, "--target", targets, "--metrics", "sevir", "--ensemble", "--quiet"
-    )
+    figure = tmp_path / "verification.png"
+    argv = ["--metrics", "sevir", "--ensemble", "--quiet", "--plot", figure]
+    code, stdout, err = cli("score", "--pred", npy, "--target", targets, *argv)
     assert code == 0, err
-    assert json.loads(stdout) == pytest.approx(scores, rel=1e-6)
+    again = json.loads(stdout)
+    assert again.keys() == scores.keys()
+    for key, value in scores.items():
+        np.testing.assert_allclose(np.asarray(again[key], float), np.asarray(value, float), rtol=1e-6)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_needs_an_ensemble(cli, contexts: Path, targets: Path, tmp_path: Path):
+    code, _, err = cli(
+        "score", "--pred", contexts, "--target", targets, "--metrics", "sevir", "--plot", tmp_path / "v.png"
+    )
+    assert code != 0 and "not an ensemble" in err and not (tmp_path / "v.png").exists()

@@ -48,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--target-var", help="variable of a NetCDF/Zarr --target")
     p.add_argument("--out", type=Path, help="also write the JSON to this file (.json)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        help="ensembles: also draw the rank histogram and (sevir) the reliability diagram (.png/.pdf/.svg)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -71,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.out.suffix.lower() != ".json":
         raise UserError(f"--out '{args.out}' must end in .json")
+    if args.plot is not None:
+        from earthcast.viz._figure import image_format
+
+        image_format(args.plot)  # a bad extension fails before the scoring
     with (
         _open(args.pred, args.var, "pred") as pred,
         _open(args.target, args.target_var or args.var, "target") as target,
@@ -78,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
         if "member" in pred.dims and pred.dims[1] != "member":
             raise UserError(f"pred '{args.pred}' has dims {pred.dims}; members must be the second axis")
         ensemble = args.ensemble or "member" in pred.dims
+        if args.plot is not None and not ensemble:
+            raise UserError(
+                "--plot draws ensemble verification (rank histogram, reliability); --pred is not an "
+                "ensemble (no 'member' dimension; pass --ensemble for an (N, S, T, H, W[, C]) array)"
+            )
         scores = score_arrays(
             pred.values,
             target.values,
@@ -87,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             ensemble=ensemble,
         )
+    if args.plot is not None:
+        from earthcast.viz.ensemble import plot_ensemble_verification
+
+        plot_ensemble_verification(scores, args.plot, title=f"{args.pred.name} vs {args.target.name}")
     text = json.dumps(scores, indent=2)
     if args.out is not None:
         from earthcast.utils.io import atomic_path

@@ -10,7 +10,11 @@ Ensembles (``ensemble=True``, ``pred`` ``(N, S, T, H, W[, C])``): every score of
 of the ensemble mean, and the ensemble itself adds ``crps`` (eCDF form), ``spread`` (root mean
 ensemble variance), ``rmse`` (of the mean), ``spread_skill`` and ``spread_skill_corrected``
 (``√((S+1)/S)·spread/rmse``, 1 for a calibrated ensemble), all in the units the kind scores in
-(``[0, 1]`` for ``"sevir"``).
+(``[0, 1]`` for ``"sevir"``), and ``rank_histogram`` (relative frequency of the observation's rank
+``0 … S`` among the members; flat for a calibrated ensemble). ``"sevir"`` ensembles also get, per
+threshold τ, the Brier score of ``P(x ≥ τ)`` with its decomposition (``brier@τ``,
+``reliability@τ``, ``resolution@τ``, ``uncertainty@τ``) and the reliability-diagram vectors
+``bin_prob@τ``, ``bin_freq@τ``, ``bin_count@τ`` (10 probability bins; NaN where a bin is empty).
 
 Kinds:
 
@@ -88,7 +92,7 @@ def score_arrays(
     forecast_shape = tuple(pred.shape[:1] + pred.shape[2:]) if ensemble else tuple(pred.shape)
     _check_shapes(forecast_shape, tuple(target.shape), kind)
     metrics = _build_metrics(kind, scale, mode)
-    members_metrics = _ensemble_metrics() if ensemble else {}
+    members_metrics = _ensemble_metrics(kind) if ensemble else {}
     n_samples, n_valid = pred.shape[0], 0
     show = sys.stderr.isatty() if progress is None else progress
     for start in tqdm(
@@ -174,10 +178,13 @@ def _as_ensemble(array: np.ndarray) -> np.ndarray:
     return array[..., np.newaxis] if array.ndim == 5 else array
 
 
-def _ensemble_metrics() -> dict[str, Metric]:
-    from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+def _ensemble_metrics(kind: str) -> dict[str, Metric]:
+    from earthcast.metrics.probabilistic import CRPS, BrierScore, RankHistogram, SpreadSkill
 
-    return {"crps": CRPS("ecdf"), "spread_skill": SpreadSkill()}
+    metrics = {"crps": CRPS("ecdf"), "spread_skill": SpreadSkill(), "rank_histogram": RankHistogram()}
+    if kind == "sevir":  # chunks are on the [0, 1] scale here; thresholds are VIL codes
+        metrics["brier"] = BrierScore(SEVIR_THRESHOLDS, n_bins=10, scale=SEVIR_SCALE)
+    return metrics
 
 
 def _check_shapes(pred: tuple[int, ...], target: tuple[int, ...], kind: str) -> None:
