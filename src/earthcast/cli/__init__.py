@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "data",
     "models",
     "convert",
+    "export",
     "benchmark",
 )
 

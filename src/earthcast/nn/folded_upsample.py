@@ -19,14 +19,13 @@ reaches). Those values live on a one-pixel ring; :func:`_ring_corrections` compu
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
 from earthcast.nn.conv_grad import conv2d_grads
+from earthcast.nn.tensor_cache import tensor_cache
 
 
 def _phase_taps(factor: int, device, dtype) -> Tensor:
@@ -40,7 +39,7 @@ def _phase_taps(factor: int, device, dtype) -> Tensor:
     return _phase_taps_cpu(factor).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=16)
+@tensor_cache(maxsize=16)
 def _phase_taps_cpu(factor: int) -> Tensor:
     # built once on the CPU: filled element by element on a GPU it would be ~50 tiny kernels
     taps = torch.zeros(factor, 3, 3, 3, dtype=torch.float64)

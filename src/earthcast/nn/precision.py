@@ -13,20 +13,8 @@ fusion and memory planning.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
-
-# Dynamo traces through the functools caches of cuboid masks, relative-position indices and
-# folded-kernel taps and warns that a cache "may" hide state. These caches hold pure functions of
-# shapes (Python ints and strings), so tracing the function is exactly what the cache returns.
-warnings.filterwarnings(
-    "ignore",
-    message=r"Dynamo detected a call to a `functools.lru_cache`-wrapped function at "
-    r"'(self_attention|cross_attention|relative_bias|resample|folded_upsample)\.py",
-    category=UserWarning,
-)
 
 
 def under_autocast(t: Tensor) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +15,7 @@ from earthcast.nn.norm import make_norm
 from earthcast.nn.norm_linear import norm_linear
 from earthcast.nn.precision import plain_ops
 from earthcast.nn.rowmm import Linear
+from earthcast.nn.tensor_cache import tensor_cache
 
 
 class PatchMerging3D(nn.Module):
@@ -110,7 +110,7 @@ def _block_taps(factor: int, device, dtype) -> Tensor:
     return _block_taps_cpu(factor).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=16)
+@tensor_cache(maxsize=16)
 def _block_taps_cpu(factor: int) -> Tensor:
     # built once on the CPU: filled element by element on a GPU it would be many tiny kernels
     taps = torch.zeros(factor, 2, 3, dtype=torch.float64)

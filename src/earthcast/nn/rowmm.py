@@ -67,11 +67,10 @@ def cpu_matmul_policy() -> Policy:
 def uses_onednn(x: Tensor) -> bool:
     """Whether ``x (..., K)``, as rows of its last axis, takes the oneDNN path under the current
     policy."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() == 0 or x.shape[-1] == 0:
+    # plain ops first: while tracing, a test of the row count would specialise the batch size
+    if plain_ops(x) or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() == 0:
         return False
-    if x.numel() // x.shape[-1] < MIN_ROWS:
-        return False
-    if plain_ops(x) or not torch.backends.mkldnn.is_available():
+    if x.shape[-1] == 0 or x.numel() // x.shape[-1] < MIN_ROWS or not torch.backends.mkldnn.is_available():
         return False
     policy = cpu_matmul_policy()
     if policy == "auto":

@@ -15,13 +15,13 @@ Masks are pure functions of static shapes; they are cached per (shapes, device).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
 from earthcast.nn.cuboid.decomposition import decompose, pad_amounts, roll
+from earthcast.nn.tensor_cache import tensor_cache
 
 
 def _axis_regions(length: int, extent: int, shift: int) -> Tensor:
@@ -55,7 +55,7 @@ def _cuboid_view(grid: Tensor, cuboid_size: Sequence[int], strategy: Sequence[st
     return rearrange(decompose(grid, cuboid_size, strategy), "1 n v 1 -> n v")
 
 
-@lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 @torch.inference_mode(False)  # cached tensors must stay usable by autograd
 def self_attention_mask(
     shape: tuple[int, int, int],
@@ -88,7 +88,7 @@ def self_attention_mask(
     return _to(allowed, device), _to(valid, device)
 
 
-@lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 @torch.inference_mode(False)  # cached tensors must stay usable by autograd
 def cross_attention_mask(
     t_x: int,

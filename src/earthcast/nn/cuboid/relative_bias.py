@@ -9,14 +9,15 @@ bias of its true offsets (the reference slices a bias built for the configured s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from earthcast.nn.tensor_cache import tensor_cache
 
-@lru_cache(maxsize=256)
+
+@tensor_cache(maxsize=256)
 @torch.inference_mode(False)  # cached tensors must stay usable by autograd
 def relative_index(
     extent: tuple[int, int, int], q_cuboid: tuple[int, int, int], k_cuboid: tuple[int, int, int]

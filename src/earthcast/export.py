@@ -1,0 +1,136 @@
+"""Export a trained forecaster as a self-contained ``torch.export`` program (``.pt2``).
+
+Axis legend: ``b`` batch, ``t`` time, ``h``/``w`` space, ``c`` channel.
+
+The exported file holds the network's graph and weights; running it needs PyTorch only, not
+earthcast::
+
+    program = torch.export.load("model.pt2")
+    forecast = program.module()(contexts)          # (b, T_in, H, W, C_in) → (b, T_out, H, W, C_out)
+
+The batch size is dynamic (1 … ``max_batch``); time, grid and channels are those of the data
+contract, which travels inside the file as ``data_contract.json`` (read it with
+``read_exported_contract``). ``export_forecaster`` checks the program against the network before
+writing it (batch 1 and another size, to ``tolerance``) and writes atomically.
+
+Not exportable: ensemble samplers (PreDiff's reverse-diffusion loop) and forecasters that leave
+PyTorch (the pysteps baselines); they are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from earthcast.inference import check_contract
+from earthcast.utils.io import atomic_path
+
+__all__ = ["CONTRACT_FILE", "export_forecaster", "read_exported_contract"]
+
+CONTRACT_FILE = "data_contract.json"
+"""Name of the data contract inside the ``.pt2`` archive."""
+
+
+def export_forecaster(
+    model: nn.Module,
+    contract: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    max_batch: int = 1024,
+    tolerance: float = 1e-4,
+) -> dict[str, Any]:
+    """Export ``model`` (eval mode, CPU float32) for contexts shaped by ``contract`` to ``path``.
+
+    Args:
+        model: a deterministic forecaster ``(b, T_in, H, W, C_in) → (b, T_out, H, W, C_out)``.
+        contract: its data contract (``in_len``, ``height``, ``width``, ``channels_in``, …).
+        path: the ``.pt2`` file to write.
+        max_batch: largest batch the program accepts.
+        tolerance: largest absolute difference from the network allowed in the check, relative
+            to the largest absolute forecast value (at least 1).
+
+    Returns:
+        ``{"path", "max_batch", "checked_batches", "max_abs_difference"}``.
+
+    Raises:
+        ValueError: a bad path, a contract without shapes, a model torch.export cannot capture, or
+            an exported program that disagrees with the network.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"export output '{path}' must end in .pt2 (a torch.export archive)")
+    if max_batch < 2:
+        raise ValueError(f"max_batch must be >= 2, got {max_batch}")
+    check_contract(contract)
+    model = model.to("cpu", torch.float32).eval()
+    example = _contexts(contract, 2, seed=0)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+    except Exception as err:  # torch.export raises many types (Unsupported, UserError, …)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"torch.export cannot capture this model ({type(err).__name__}: {first}); only networks that "
+            "run in PyTorch alone are exportable (not the pysteps baselines or PreDiff's sampler)"
+        ) from err
+    checked, worst = _check(program, model, contract, min(3, max_batch), tolerance)
+    extra = {CONTRACT_FILE: json.dumps(dict(contract), default=str, sort_keys=True)}
+    archive = io.BytesIO()  # saved to memory first: torch.export wants a .pt2 name or a buffer
+    torch.export.save(program, archive, extra_files=extra)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(archive.getvalue())
+    return {
+        "path": str(path),
+        "max_batch": max_batch,
+        "checked_batches": checked,
+        "max_abs_difference": worst,
+    }
+
+
+def read_exported_contract(path: str | os.PathLike) -> dict[str, Any]:
+    """The data contract stored in an exported ``.pt2`` file."""
+    extra = {CONTRACT_FILE: ""}
+    torch.export.load(path, extra_files=extra)
+    if not extra[CONTRACT_FILE]:
+        raise ValueError(f"'{path}' holds no {CONTRACT_FILE}; it was not written by earthcast export")
+    return json.loads(extra[CONTRACT_FILE])
+
+
+def _contexts(contract: Mapping[str, Any], batch: int, seed: int) -> torch.Tensor:
+    """Random contexts ``(batch, T_in, H, W, C_in)`` in ``[0, 1]``."""
+    shape = (batch, *(int(contract[k]) for k in ("in_len", "height", "width", "channels_in")))
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _check(
+    program, model: nn.Module, contract, other_batch: int, tolerance: float
+) -> tuple[list[int], float]:
+    """Run the program and the network on batch 1 and ``other_batch``; largest difference."""
+    runnable = program.module()
+    worst = 0.0
+    batches = [1, other_batch]
+    for size in batches:
+        x = _contexts(contract, size, seed=size)
+        with torch.no_grad():
+            expected, got = model(x), runnable(x)
+        if got.shape != expected.shape:
+            raise ValueError(
+                f"the exported program returned {tuple(got.shape)}, the network {tuple(expected.shape)}"
+            )
+        difference = float((got - expected).abs().max())
+        scale = max(1.0, float(expected.abs().max()))
+        if not difference <= tolerance * scale:
+            raise ValueError(
+                f"the exported program differs from the network by {difference:.3g} at batch {size} "
+                f"(allowed {tolerance * scale:.3g}); not written"
+            )
+        worst = max(worst, difference)
+    return batches, worst
