@@ -10,8 +10,10 @@ earthcast::
 
 The batch size is dynamic (1 … ``max_batch``); time, grid and channels are those of the data
 contract, which travels inside the file as ``data_contract.json`` (read it with
-``read_exported_contract``). ``export_forecaster`` checks the program against the network before
-writing it (batch 1 and another size, to ``tolerance``) and writes atomically.
+``read_exported_contract``), with provenance (model name, earthcast version, source checkpoint)
+in ``earthcast.json``. ``export_forecaster`` checks the program against the network before
+writing it (batch 1 and another size, to ``tolerance``) and writes atomically. ``load_exported``
+turns a file back into a forecaster for ``earthcast predict`` (``--ckpt model.pt2``).
 
 Not exportable: ensemble samplers (PreDiff's reverse-diffusion loop) and forecasters that leave
 PyTorch (the pysteps baselines); they are refused with the reason.
@@ -32,10 +34,19 @@ from torch import nn
 from earthcast.inference import check_contract
 from earthcast.utils.io import atomic_path
 
-__all__ = ["CONTRACT_FILE", "export_forecaster", "read_exported_contract"]
+__all__ = [
+    "CONTRACT_FILE",
+    "METADATA_FILE",
+    "ExportedForecaster",
+    "export_forecaster",
+    "load_exported",
+    "read_exported_contract",
+]
 
 CONTRACT_FILE = "data_contract.json"
 """Name of the data contract inside the ``.pt2`` archive."""
+METADATA_FILE = "earthcast.json"
+"""Name of the provenance record inside the ``.pt2`` archive."""
 
 
 def export_forecaster(
@@ -45,6 +56,7 @@ def export_forecaster(
     *,
     max_batch: int = 1024,
     tolerance: float = 1e-4,
+    metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (eval mode, CPU float32) for contexts shaped by ``contract`` to ``path``.
 
@@ -55,6 +67,7 @@ def export_forecaster(
         max_batch: largest batch the program accepts.
         tolerance: largest absolute difference from the network allowed in the check, relative
             to the largest absolute forecast value (at least 1).
+        metadata: provenance stored as ``earthcast.json`` (model name, versions, source, …).
 
     Returns:
         ``{"path", "max_batch", "checked_batches", "max_abs_difference"}``.
@@ -82,7 +95,10 @@ def export_forecaster(
             "run in PyTorch alone are exportable (not the pysteps baselines or PreDiff's sampler)"
         ) from err
     checked, worst = _check(program, model, contract, min(3, max_batch), tolerance)
-    extra = {CONTRACT_FILE: json.dumps(dict(contract), default=str, sort_keys=True)}
+    extra = {
+        CONTRACT_FILE: json.dumps(dict(contract), default=str, sort_keys=True),
+        METADATA_FILE: json.dumps(dict(metadata or {}), default=str, sort_keys=True),
+    }
     archive = io.BytesIO()  # saved to memory first: torch.export wants a .pt2 name or a buffer
     torch.export.save(program, archive, extra_files=extra)
     with atomic_path(path) as tmp:
@@ -97,11 +113,55 @@ def export_forecaster(
 
 def read_exported_contract(path: str | os.PathLike) -> dict[str, Any]:
     """The data contract stored in an exported ``.pt2`` file."""
-    extra = {CONTRACT_FILE: ""}
-    torch.export.load(path, extra_files=extra)
+    return _read(path)[1]
+
+
+class ExportedForecaster(nn.Module):
+    """An exported program as a forecaster module: ``forward`` runs the program.
+
+    The program was captured in eval mode and cannot switch modes, so ``train()``/``eval()`` only
+    set this wrapper's flag (``earthcast.inference`` calls ``eval()`` on every model).
+    """
+
+    def __init__(self, program: nn.Module, metadata: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.program = program
+        self.metadata = dict(metadata or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T_in, H, W, C_in)`` → ``(B, T_out, H, W, C_out)``."""
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> ExportedForecaster:
+        self.training = mode
+        return self
+
+
+def load_exported(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[ExportedForecaster, dict[str, Any]]:
+    """``(forecaster, data_contract)`` of an ``earthcast export`` file, on ``device``."""
+    program, contract, metadata = _read(path)
+    if torch.device(device).type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, torch.device(device))
+    return ExportedForecaster(program.module(), metadata), contract
+
+
+def _read(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """``(ExportedProgram, contract, metadata)``; ValueError for a file earthcast did not write."""
+    extra = {CONTRACT_FILE: "", METADATA_FILE: ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as err:  # zip, pickle and schema errors of many types
+        raise ValueError(
+            f"cannot read '{path}' as a torch.export archive ({type(err).__name__}); is the file complete? "
+            "Re-create it with `earthcast export`"
+        ) from err
     if not extra[CONTRACT_FILE]:
-        raise ValueError(f"'{path}' holds no {CONTRACT_FILE}; it was not written by earthcast export")
-    return json.loads(extra[CONTRACT_FILE])
+        raise ValueError(f"'{path}' holds no {CONTRACT_FILE}; it was not written by `earthcast export`")
+    return program, json.loads(extra[CONTRACT_FILE]), json.loads(extra[METADATA_FILE] or "{}")
 
 
 def _contexts(contract: Mapping[str, Any], batch: int, seed: int) -> torch.Tensor:

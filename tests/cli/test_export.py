@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import nn
 
 import earthcast
 from earthcast.export import export_forecaster, read_exported_contract
 from earthcast.nn.cuboid import masks
 from earthcast.training.checkpoint import load_forecaster
-from tests.cli.helpers import TINY_CONTRACT
+from tests.cli.helpers import TINY_CONTRACT, TINY_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,22 @@ def test_program_equals_the_network_at_any_batch(exported: Path, tiny_ckpt: Path
             torch.testing.assert_close(program(x), model(x), rtol=1e-4, atol=1e-5)
     assert read_exported_contract(exported) == json.loads(json.dumps(contract))
     assert not list(exported.parent.glob(".*tmp"))
+
+
+def test_predict_runs_an_exported_program(
+    cli, exported: Path, tiny_ckpt: Path, contexts: Path, tmp_path: Path
+):
+    """`earthcast predict --ckpt model.pt2` gives the checkpoint's forecast, with its contract and
+    provenance from inside the file."""
+    from_program, from_ckpt = tmp_path / "program.nc", tmp_path / "ckpt.nc"
+    for source, out in ((exported, from_program), (tiny_ckpt, from_ckpt)):
+        code, _, err = cli("predict", "--ckpt", source, "--input", contexts, "--output", out, "--quiet")
+        assert code == 0, err
+    with xr.open_dataset(from_program) as a, xr.open_dataset(from_ckpt) as b:
+        np.testing.assert_allclose(a["vil"].values, b["vil"].values, rtol=1e-4, atol=1e-5)
+        assert a["vil"].attrs["units"] == b["vil"].attrs["units"] == "1"
+        assert a.attrs["model"] == f"{TINY_MODEL} (exported program)"
+        assert a.attrs["model_trained_with"] == "earthcast 0.1.0"
 
 
 def test_program_runs_without_earthcast(exported: Path, tmp_path: Path):
@@ -102,6 +119,10 @@ def test_bad_requests_are_named(cli, tiny_ckpt: Path, exported: Path, tmp_path: 
     torch.save({"state_dict": {}, "hyper_parameters": {"task": "diffusion"}}, fake)
     code, _, err = cli("export", "--ckpt", fake, "--out", tmp_path / "ldm.pt2")
     assert code == 2 and "earthcast predict" in err
+    broken = tmp_path / "broken.pt2"
+    broken.write_bytes(exported.read_bytes()[:1000])
+    code, _, err = cli("predict", "--ckpt", broken, "--input", fake, "--output", tmp_path / "o.nc")
+    assert code == 2 and "Re-create it with `earthcast export`" in err
 
 
 def _contract(model) -> dict:

@@ -27,20 +27,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from earthcast import __version__
     from earthcast.export import export_forecaster
-    from earthcast.training.checkpoint import load_forecaster, read_checkpoint
+    from earthcast.training.checkpoint import network_from_checkpoint, read_checkpoint
 
     if not args.ckpt.is_file():
         raise UserError(f"checkpoint '{args.ckpt}' not found; pass the .ckpt written by `earthcast fit`")
     if args.out.exists() and not args.overwrite:
         raise UserError(f"--out '{args.out}' exists; pass --overwrite to replace it")
-    if (read_checkpoint(args.ckpt).get("hyper_parameters") or {}).get("task") == "diffusion":
+    checkpoint = read_checkpoint(args.ckpt)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if hparams.get("task") == "diffusion":
         raise UserError(
             "PreDiff checkpoints sample with a reverse-diffusion loop that torch.export cannot capture; "
             "use `earthcast predict` for ensembles"
         )
-    model, contract = load_forecaster(args.ckpt)
-    report = export_forecaster(model, contract, args.out, max_batch=args.max_batch)
+    model, info = network_from_checkpoint(checkpoint, args.ckpt)
+    metadata = {
+        "model_name": info["model_name"],
+        "trained_with": hparams.get("earthcast_version"),
+        "exported_with": __version__,
+        "torch": torch.__version__,
+        "source_checkpoint": str(args.ckpt),
+    }
+    report = export_forecaster(
+        model, info["data_contract"], args.out, max_batch=args.max_batch, metadata=metadata
+    )
     print(
         f"wrote {args.out}: batch 1…{report['max_batch']}, checked at batches {report['checked_batches']} "
         f"(largest difference {report['max_abs_difference']:.2g}); run it with "

@@ -29,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Zarr, in the model's scale (the checkpoint's data contract; e.g. SEVIR VIL code / 255 in [0, 1]), "
         "and write a CF-1.8 NetCDF forecast with dims (sample, lead_time, y, x[, channel]).",
     )
-    p.add_argument("--ckpt", required=True, type=Path, help="earthcast checkpoint (earthcast fit)")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        type=Path,
+        help="earthcast checkpoint (earthcast fit), or a program written by `earthcast export` (.pt2)",
+    )
     p.add_argument("--input", required=True, type=Path, help="contexts: .npy, .nc or .zarr")
     p.add_argument("--output", required=True, type=Path, help="forecast NetCDF to write (.nc)")
     p.add_argument("--var", help="variable of a NetCDF/Zarr input (default: the first 4-D/5-D one)")
@@ -139,7 +144,18 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, An
 
     The file is read once (``read_checkpoint`` + ``network_from_checkpoint``, the two halves of
     ``load_forecaster``), so the provenance in ``hyper_parameters`` comes without a second load.
+    A ``.pt2`` file is a program written by ``earthcast export`` (contract and provenance inside).
     """
+    if path.suffix == ".pt2":
+        from earthcast.export import load_exported
+
+        model, contract = load_exported(path)
+        provenance = {
+            "model_name": f"{model.metadata.get('model_name') or 'model'} (exported program)",
+            "trained_with": model.metadata.get("trained_with"),
+            "sha256": _sha256(path),
+        }
+        return model, contract, provenance
     try:
         from earthcast.training.checkpoint import network_from_checkpoint, read_checkpoint
 
