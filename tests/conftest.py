@@ -21,13 +21,17 @@ CPU to check the tests themselves."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (not skip) the ``gpu`` tests on machines without a CUDA device."""
-    if GPU_TEST_DEVICE is not None:
-        return
-    gpu = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu:
-        config.hook.pytest_deselected(items=gpu)
-        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    """Deselect (not skip) the ``gpu`` tests on machines without a CUDA device, and the ``slow``
+    tests unless a ``-m`` expression names them."""
+    excluded = set()
+    if GPU_TEST_DEVICE is None:
+        excluded.add("gpu")
+    if "slow" not in (config.getoption("markexpr") or ""):
+        excluded.add("slow")
+    dropped = [item for item in items if any(item.get_closest_marker(m) for m in excluded)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
 
 
 @pytest.fixture(autouse=True)
