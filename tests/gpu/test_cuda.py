@@ -145,12 +145,10 @@ def test_inductor_compiled_model_equals_eager():
         torch.testing.assert_close(grads_compiled[key], grad, rtol=1e-3, atol=1e-5, msg=key)
 
 
-def test_bf16_fit_on_the_device_writes_a_checkpoint_the_cpu_can_use(tmp_path):
-    from earthcast.training.checkpoint import load_forecaster
+def _fit_config(root, **trainer):
     from earthcast.training.config import config_from_dict
-    from earthcast.training.runner import fit
 
-    config = config_from_dict(
+    return config_from_dict(
         {
             "name": "gpu_fit",
             "model": "earthformer_nbody_tiny",
@@ -160,7 +158,7 @@ def test_bf16_fit_on_the_device_writes_a_checkpoint_the_cpu_can_use(tmp_path):
                 "out_len": 4,
                 "batch_size": 2,
                 "num_workers": 0,
-                "root": str(tmp_path / "data"),
+                "root": str(root / "data"),
                 "synthesize": True,
                 "synthetic": {"size": 16, "seq_len": 8, "n_train": 8, "n_val": 4, "n_test": 2},
             },
@@ -169,16 +167,35 @@ def test_bf16_fit_on_the_device_writes_a_checkpoint_the_cpu_can_use(tmp_path):
                 "max_steps": 4,  # one epoch of 8 sequences: validation runs once
                 "accelerator": "gpu" if DEVICE.type == "cuda" else "cpu",
                 "devices": 1,
-                "precision": "bf16-mixed",
                 "progress_bar": "none",
                 "num_sanity_val_steps": 0,
                 "early_stopping_patience": None,
+                **trainer,
             },
         }
     )
-    result = fit(config, out_dir=tmp_path / "run")
+
+
+def _check_fitted(result) -> None:
+    from earthcast.training.checkpoint import load_forecaster
+
     assert result.last_ckpt is not None and torch.isfinite(torch.tensor(result.metrics["val/loss"]))
-    model, _ = load_forecaster(result.last_ckpt)
+    model, _ = load_forecaster(result.last_ckpt)  # on the CPU
     with torch.no_grad():
         forecast = model(torch.rand(1, 4, 16, 16, 1))
     assert forecast.shape == (1, 4, 16, 16, 1) and torch.isfinite(forecast).all()
+
+
+def test_bf16_fit_on_the_device_writes_a_checkpoint_the_cpu_can_use(tmp_path):
+    from earthcast.training.runner import fit
+
+    _check_fitted(fit(_fit_config(tmp_path, precision="bf16-mixed"), out_dir=tmp_path / "run"))
+
+
+def test_fsdp_fit_writes_an_ordinary_checkpoint(tmp_path):
+    """FSDP (one GPU; Lightning allows FSDP on GPUs only): the checkpoint loads like any other."""
+    from earthcast.training.runner import fit
+
+    if DEVICE.type != "cuda":
+        pytest.skip("Lightning runs FSDP on GPUs only")
+    _check_fitted(fit(_fit_config(tmp_path, strategy="fsdp"), out_dir=tmp_path / "run"))
