@@ -199,3 +199,27 @@ def test_fsdp_fit_writes_an_ordinary_checkpoint(tmp_path):
     if DEVICE.type != "cuda":
         pytest.skip("Lightning runs FSDP on GPUs only")
     _check_fitted(fit(_fit_config(tmp_path, strategy="fsdp"), out_dir=tmp_path / "run"))
+
+
+def test_exported_program_runs_on_the_device(tmp_path):
+    """A program exported on the CPU (`earthcast export`) loads onto the device and forecasts as the
+    network does there."""
+    from earthcast.export import export_forecaster, load_exported
+
+    model = earthcast.create_model("earthformer_sevirlr_tiny").eval()
+    t_in, h, w, c_in = model.config.input_shape
+    t_out, _, _, c_out = model.config.target_shape
+    contract = dict(
+        zip(
+            ("in_len", "out_len", "height", "width", "channels_in", "channels_out"),
+            (t_in, t_out, h, w, c_in, c_out),
+        )
+    )
+    export_forecaster(model, contract, tmp_path / "m.pt2", max_batch=8)
+    program, loaded = load_exported(tmp_path / "m.pt2", DEVICE)
+    assert loaded == contract
+    x = torch.rand(3, t_in, h, w, c_in)
+    with torch.no_grad():
+        expected = model.to(DEVICE)(x.to(DEVICE)).cpu()
+        got = program(x.to(DEVICE)).cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
