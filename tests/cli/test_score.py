@@ -111,6 +111,7 @@ def test_ensemble_netcdf_is_scored_through_its_mean_and_as_an_ensemble(cli, targ
     assert max(ranks) < 2.5 * min(ranks)  # calibrated: roughly flat (the clipping at 0 and 1 skews it)
     assert {"brier@74", "reliability@74", "resolution@74", "uncertainty@74"} <= set(scores)
     assert len(scores["bin_prob@74"]) == 10
+    assert "NaN" not in stdout  # strict JSON: empty bins are null
 
     npy = tmp_path / "ens.npy"
     np.save(npy, members)

@@ -31,6 +31,17 @@ def test_sevir_scores_give_both_panels(tmp_path):
     assert plotted == with_data and (tmp_path / "v.png").stat().st_size > 0
 
 
+def test_scores_read_back_from_the_json_plot_the_same(tmp_path):
+    import json
+
+    from earthcast.cli.score import _strict_json
+
+    scores = _scores("sevir")
+    reloaded = json.loads(json.dumps(_strict_json(scores), allow_nan=False))  # empty bins: null
+    lines = [line.get_xydata().tolist() for line in plot_ensemble_verification(reloaded).axes[1].lines]
+    assert lines == [line.get_xydata().tolist() for line in plot_ensemble_verification(scores).axes[1].lines]
+
+
 def test_continuous_scores_give_the_rank_histogram_only():
     fig = plot_ensemble_verification(_scores("continuous"))
     assert len(fig.axes) == 1

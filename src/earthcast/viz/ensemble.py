@@ -1,10 +1,10 @@
 """Ensemble verification at a glance: rank histogram and reliability diagram.
 
-Input: the score dictionary of ``earthcast.metrics.score_arrays(..., ensemble=True)`` (the JSON of
-``earthcast score`` on an ensemble forecast): ``rank_histogram`` (relative frequency of the
-observation's rank ``0 … S``) and, for SEVIR, per threshold τ the reliability-diagram vectors
-``bin_prob@τ`` (mean forecast probability per bin), ``bin_freq@τ`` (observed frequency) and
-``bin_count@τ``, with ``brier@τ``.
+Input: the score dictionary of ``earthcast.metrics.score_arrays(..., ensemble=True)``, or the JSON
+of ``earthcast score`` on an ensemble forecast (where empty bins are ``null``): ``rank_histogram``
+(relative frequency of the observation's rank ``0 … S``) and, for SEVIR, per threshold τ the
+reliability-diagram vectors ``bin_prob@τ`` (mean forecast probability per bin), ``bin_freq@τ``
+(observed frequency) and ``bin_count@τ``, with ``brier@τ``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _reliability(ax, scores: Mapping[str, Any], thresholds: list[str]) -> None:
         pairs = [
             (p, f)
             for p, f in zip(scores[f"bin_prob@{tau}"], scores[f"bin_freq@{tau}"])
-            if not (math.isnan(p) or math.isnan(f))
+            if _number(p) and _number(f)
         ]
         if not pairs:
             continue
@@ -90,3 +90,8 @@ def _reliability(ax, scores: Mapping[str, Any], thresholds: list[str]) -> None:
     ax.set_ylabel("observed frequency")
     ax.set_title("reliability diagram", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
+
+
+def _number(value) -> bool:
+    """A finite bin value: empty bins are NaN in memory and ``null`` in the score JSON."""
+    return value is not None and not math.isnan(value)
