@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from earthcast.io.forecast import variable_name
 
     _check_paths(args)
-    model, contract, info = load_checkpoint(args.ckpt)
+    model, contract, info = load_checkpoint(args.ckpt, args.device)
     configure_sampling(model, args)
     start, count = (args.index, 1) if args.index is not None else (args.start, args.count)
     predict_file(
@@ -139,17 +139,18 @@ def _check_device(device: str) -> None:
         raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
 
 
-def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """``(model, data_contract, info)`` of a checkpoint; ``info`` has ``model_name`` and versions.
 
     The file is read once (``read_checkpoint`` + ``network_from_checkpoint``, the two halves of
     ``load_forecaster``), so the provenance in ``hyper_parameters`` comes without a second load.
-    A ``.pt2`` file is a program written by ``earthcast export`` (contract and provenance inside).
+    A ``.pt2`` file is a program written by ``earthcast export`` (contract and provenance inside);
+    it is placed on ``device`` here, because its graph holds device-specific constants.
     """
     if path.suffix == ".pt2":
         from earthcast.export import load_exported
 
-        model, contract = load_exported(path)
+        model, contract = load_exported(path, device)
         provenance = {
             "model_name": f"{model.metadata.get('model_name') or 'model'} (exported program)",
             "trained_with": model.metadata.get("trained_with"),
