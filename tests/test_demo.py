@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from earthcast.cli import main as cli_main
@@ -32,3 +33,12 @@ def test_demo_quick_run_writes_report_and_beats_persistence_on_mse(tmp_path, cap
     assert "## PreDiff" in report and Image.open(out / "prediff" / "ensemble.png").height > 300
     # re-running reuses the finished run instead of refusing or retraining
     assert cli_main(["demo", "--out", str(out), "--quick"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("ratio", "phrase"), [(0.003, "far too confident"), (0.9, "roughly matches"), (2.4, "disagree more")]
+)
+def test_the_report_reads_the_spread_skill_ratio(ratio: float, phrase: str):
+    from earthcast.demo_prediff import dispersion_note
+
+    assert phrase in dispersion_note(ratio)

@@ -158,5 +158,22 @@ def report_section(result: PreDiffDemoResult) -> str:
         f"| {m['crps']:.4f} | {m['crps_fair']:.4f} | {m['spread_skill']:.3f} | "
         f"{m['mse_of_mean_frame_sum']:.2f} | {m['persistence_mse_frame_sum']:.2f} | "
         f"{m['seconds_per_ensemble']:.2f} |\n\n"
+        f"{dispersion_note(m['spread_skill'])}\n\n"
         f"![ensemble](prediff/ensemble.png)\n"
     )
+
+
+def dispersion_note(spread_skill: float) -> str:
+    """One sentence reading the spread/skill ratio (1 for a calibrated ensemble) for the report."""
+    if spread_skill < 0.3:
+        return (
+            f"Spread/skill {spread_skill:.3f} ≪ 1: the members are nearly identical, so the ensemble is "
+            "far too confident. That is what a diffusion model learns on N-body MNIST, whose future is a "
+            "deterministic function of the context: the conditional distribution it fits is almost a "
+            "point, and its remaining error is model error, which sampling does not represent. On data "
+            "with real uncertainty (the synthetic SEVIR-LR storms of `benchmarks/knowledge_control.py`) "
+            "the same denoiser keeps spread/skill near 0.8–0.9."
+        )
+    if spread_skill > 1.5:
+        return f"Spread/skill {spread_skill:.2f} > 1: the members disagree more than the errors warrant."
+    return f"Spread/skill {spread_skill:.2f}: the members' spread roughly matches the error of their mean."
