@@ -17,7 +17,8 @@ Usage::
     .venv/bin/python benchmarks/knowledge_control.py --part nbody --scales 10 50
     .venv/bin/python benchmarks/knowledge_control.py --part sevir --scales 1e3 1e4 3e4
 
-Prints JSON and writes ``benchmarks/results/knowledge_<part>.json`` (+ ``knowledge_sevir.png``).
+Prints JSON and writes ``benchmarks/results/knowledge_<part>.json`` (+ ``knowledge_sevir.png``);
+``--guide-by decoded`` guides on the decoded ẑ₀'s statistic instead of U_φ (files ``…_decoded``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from _harness import ensemble_scores
 from earthcast.data.datamodule import ForecastDataModule
 from earthcast.models.prediff.denoiser.alignment import AlignmentNetwork
 from earthcast.models.prediff.denoiser.config import get_alignment_config
-from earthcast.models.prediff.knowledge import make_guidance
+from earthcast.models.prediff.knowledge import make_decoded_guidance, make_guidance
 from earthcast.models.prediff.knowledge.constraints import MeanIntensity, NBodyEnergy
 from earthcast.models.prediff.knowledge.energy import EnergyEstimator, EnergyEstimatorConfig
 from earthcast.training import fit, load_config
@@ -175,6 +176,8 @@ def run_nbody(args: argparse.Namespace) -> dict:
         if scale > 0:
 
             def guidance(ctx, scale=scale):
+                if args.guide_by == "decoded":
+                    return make_decoded_guidance(prediff, constraint, ctx, scale, num_samples=args.members)
                 return make_guidance(net, constraint, ctx[:: args.members], scale, num_samples=args.members)
 
         ensemble = _ensemble(prediff, context, args.members, args.steps, guidance)
@@ -192,8 +195,10 @@ def _intensity_run(prediff, net, constraint, batch, scale: float, n: float, args
     """One guided ensemble for F₀ = μ + nσ: the request, what the members achieved (also in σ), scores."""
     context = batch["inputs"]
 
-    def guidance(ctx):
-        per_context = ctx[:: args.members]  # the ensemble is sampled as (B S), members fastest
+    def guidance(ctx):  # the ensemble is sampled as (B S), members fastest
+        if args.guide_by == "decoded":
+            return make_decoded_guidance(prediff, constraint, ctx, scale, num_samples=args.members, n_sigma=n)
+        per_context = ctx[:: args.members]
         return make_guidance(net, constraint, per_context, scale, num_samples=args.members, n_sigma=n)
 
     ensemble = _ensemble(prediff, context, args.members, args.steps, guidance if scale > 0 else None)
@@ -241,6 +246,7 @@ def run_sevir(args: argparse.Namespace) -> dict:
     constraint.eval()
     net = _alignment(load_vae(vae_ckpt), constraint, datamodule, prediff, root, args)
     report = {"part": "sevir", "members": args.members, "steps": args.steps, "contexts": args.contexts}
+    report["guide_by"] = args.guide_by
     report["alignment_skill"] = _alignment_skill(net, prediff, constraint, datamodule)
     scale, report["validation_by_lambda"] = _tune_scale(prediff, net, constraint, datamodule, args)
     report["lambda"] = scale
@@ -251,7 +257,8 @@ def run_sevir(args: argparse.Namespace) -> dict:
         report[f"n={n:+g}"], ensemble = _intensity_run(prediff, net, constraint, batch, scale, n, args)
         rows[n] = ensemble[0, 0, ..., 0].numpy()
     context, targets = batch["inputs"][0, ..., 0].numpy(), batch["targets"][0, ..., 0].numpy()
-    _figure(rows, context, targets, RESULTS / "knowledge_sevir.png")
+    suffix = "" if args.guide_by == "alignment" else f"_{args.guide_by}"
+    _figure(rows, context, targets, RESULTS / f"knowledge_sevir{suffix}.png")
     return report
 
 
@@ -284,6 +291,12 @@ def main() -> None:
         help="U_φ learns F of the real future (reference) or of the decoded, jittered latent",
     )
     parser.add_argument("--latent-jitter", type=float, default=0.5, help="with --alignment-target decoded")
+    parser.add_argument(
+        "--guide-by",
+        choices=("alignment", "decoded"),
+        default="alignment",
+        help="guidance differentiates U_φ(z_t, t) (PreDiff) or F of the decoded predicted clean latent",
+    )
     parser.add_argument("--contexts", type=int, default=16)
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (η = 1)")
@@ -302,7 +315,8 @@ def main() -> None:
     torch.manual_seed(0)
     report = run_nbody(args) if args.part == "nbody" else run_sevir(args)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"knowledge_{args.part}.json").write_text(json.dumps(report, indent=2))
+    suffix = "" if args.guide_by == "alignment" else f"_{args.guide_by}"
+    (RESULTS / f"knowledge_{args.part}{suffix}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 

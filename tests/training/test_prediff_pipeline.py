@@ -109,6 +109,33 @@ def test_zero_guidance_is_bit_identical_and_guidance_moves_the_statistic(prediff
     assert latents[1] > latents[0]
 
 
+def test_decoded_guidance_moves_the_decoded_statistic(prediff_ckpt):
+    """Guidance on F(D(ẑ₀)) (no U_φ): steering the mean intensity of the decoded frames up or down
+    moves the members' decoded mean intensity that way; λ = 0 changes nothing."""
+    from earthcast.models.prediff.knowledge import MeanIntensity
+    from earthcast.models.prediff.knowledge.guided import decoded_statistic
+
+    model, _ = load_prediff(str(prediff_ckpt))
+    context = torch.rand(2, 3, 16, 16, 1)
+    constraint = MeanIntensity()
+
+    def guided(scale, target):
+        def factory(ctx):  # (B·S, T_in, H, W, C)
+            wanted = torch.full((len(ctx), 1), target)
+            return KnowledgeGuidance(decoded_statistic(model, constraint, ctx), wanted, scale=scale)
+
+        return factory
+
+    def mean_intensity(guidance):
+        gen = torch.Generator().manual_seed(2)
+        ens = model.forecast(context, 2, num_inference_steps=10, eta=1.0, guidance=guidance, generator=gen)
+        return ens, float(ens.mean())
+
+    plain, plain_mean = mean_intensity(None)
+    assert torch.equal(plain, mean_intensity(guided(0.0, 1.0))[0])
+    assert mean_intensity(guided(200.0, 1.0))[1] > plain_mean > mean_intensity(guided(200.0, 0.0))[1]
+
+
 def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path):
     import numpy as np
     import xarray as xr
@@ -159,5 +186,10 @@ def test_cli_predict_with_knowledge_control(prediff_ckpt, tmp_path):
     with xr.open_dataset(plain) as a, xr.open_dataset(steered) as b:
         name = next(n for n in a.data_vars if "member" in a[n].dims)
         assert not np.allclose(a[name].values, b[name].values)  # the guidance changed the samples
+    decoded = tmp_path / "decoded.nc"
+    assert main([*guided, "--anticipate=+2sigma", "--guide-by", "decoded", "--output", str(decoded)]) == 0
+    with xr.open_dataset(plain) as a, xr.open_dataset(decoded) as b:
+        name = next(n for n in a.data_vars if "member" in a[n].dims)
+        assert not np.allclose(a[name].values, b[name].values)
     assert main([*guided, "--anticipate=two", "--output", str(tmp_path / "x.nc")]) == 2
     assert main([*base, "--anticipate=+1sigma", "--output", str(tmp_path / "y.nc")]) == 2

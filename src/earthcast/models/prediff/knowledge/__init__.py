@@ -7,7 +7,8 @@ Axis legend: ``b`` batch, ``t`` time, ``h``/``w`` space, ``c`` channel, ``k`` co
 * ``intensity`` — :class:`ContextIntensityRegressor`: μ_τ, σ_τ of the future mean intensity from the
   context only; :func:`parse_anticipate` (``"+2sigma"`` → 2.0)
 * ``energy`` — :class:`EnergyEstimator`: total N-body energy from frames
-* ``guided`` — :func:`make_guidance`: alignment network + constraint → ``KnowledgeGuidance``
+* ``guided`` — :func:`make_guidance`: alignment network + constraint → ``KnowledgeGuidance``;
+  :func:`make_decoded_guidance`: the same rule on the decoded ẑ₀'s statistic, no U_φ needed
 
 The alignment network U_φ is ``denoiser/alignment.py``; its training system is
 ``earthcast.training.alignment_module.AlignmentSystem``, the estimator's
@@ -22,6 +23,8 @@ from earthcast.models.prediff.knowledge.constraints import get_constraint as get
 from earthcast.models.prediff.knowledge.constraints import list_constraints as list_constraints
 from earthcast.models.prediff.knowledge.energy import EnergyEstimator as EnergyEstimator
 from earthcast.models.prediff.knowledge.energy import EnergyEstimatorConfig as EnergyEstimatorConfig
+from earthcast.models.prediff.knowledge.guided import GUIDE_BY as GUIDE_BY
+from earthcast.models.prediff.knowledge.guided import make_decoded_guidance as make_decoded_guidance
 from earthcast.models.prediff.knowledge.guided import make_guidance as make_guidance
 from earthcast.models.prediff.knowledge.intensity import (
     ContextIntensityRegressor as ContextIntensityRegressor,
