@@ -131,3 +131,12 @@ def test_plot_needs_an_ensemble(cli, contexts: Path, targets: Path, tmp_path: Pa
         "score", "--pred", contexts, "--target", targets, "--metrics", "sevir", "--plot", tmp_path / "v.png"
     )
     assert code != 0 and "not an ensemble" in err and not (tmp_path / "v.png").exists()
+
+
+def test_an_ensemble_needs_its_member_axis():
+    flat = np.zeros((2, 3, 16, 16), np.float32)
+    with pytest.raises(ValueError, match=r"an ensemble pred must be \(N, S, T, H, W\)"):
+        score_arrays(flat, flat, "sevir", ensemble=True)
+    members = np.zeros((2, 4, 3, 16, 16), np.float32)
+    with pytest.raises(ValueError, match="differs from target shape"):
+        score_arrays(members, np.zeros((2, 2, 16, 16), np.float32), "sevir", ensemble=True)

@@ -145,15 +145,31 @@ def _check_options(kind: str, scale: str, mode: str) -> None:
 
 
 def _as_5d(array: np.ndarray, name: str) -> np.ndarray:
+    """Forecasts or targets ``(N, T, H, W[, C])`` with the channel axis."""
+    hint = "reshape it, e.g. add a sample axis with array[None]"
+    return _with_channel_axis(array, name, 5, "(N, T, H, W) or (N, T, H, W, C)", hint)
+
+
+def _as_ensemble(array: np.ndarray) -> np.ndarray:
+    """Members ``(N, S, T, H, W[, C])`` with the channel axis."""
+    layouts = "(N, S, T, H, W) or (N, S, T, H, W, C)"
+    return _with_channel_axis(array, "pred", 6, layouts, "members go on the second axis", "an ensemble pred")
+
+
+def _with_channel_axis(
+    array, name: str, ndim: int, layouts: str, hint: str, what: str | None = None
+) -> np.ndarray:
+    """``array`` checked (``ndim`` dimensions, or one fewer without the channel axis; numbers),
+    with the channel axis added when it has none."""
     if not hasattr(array, "ndim"):
         array = np.asarray(array)
-    if array.ndim not in (4, 5):
+    if array.ndim not in (ndim - 1, ndim):
         raise ValueError(
-            f"score_arrays: {name} must be (N, T, H, W) or (N, T, H, W, C), got {array.ndim}-D shape "
-            f"{tuple(array.shape)}; reshape it, e.g. add a sample axis with array[None]"
+            f"score_arrays: {what or name} must be {layouts}, got {array.ndim}-D shape "
+            f"{tuple(array.shape)}; {hint}"
         )
     _check_numeric(array, name)
-    return array[..., np.newaxis] if array.ndim == 4 else array
+    return array[..., np.newaxis] if array.ndim == ndim - 1 else array
 
 
 def _check_numeric(array, name: str) -> None:
@@ -163,19 +179,6 @@ def _check_numeric(array, name: str) -> None:
             f"score_arrays: {name} holds {dtype} values, not numbers; "
             "pass numeric arrays, e.g. array.astype(np.float32)"
         )
-
-
-def _as_ensemble(array: np.ndarray) -> np.ndarray:
-    """Members ``(N, S, T, H, W[, C])`` with the channel axis, checked like ``_as_5d``."""
-    if not hasattr(array, "ndim"):
-        array = np.asarray(array)
-    if array.ndim not in (5, 6):
-        raise ValueError(
-            f"score_arrays: an ensemble pred must be (N, S, T, H, W) or (N, S, T, H, W, C), got "
-            f"{array.ndim}-D shape {tuple(array.shape)}; members go on the second axis"
-        )
-    _check_numeric(array, "pred")
-    return array[..., np.newaxis] if array.ndim == 5 else array
 
 
 def _ensemble_metrics(kind: str) -> dict[str, Metric]:
