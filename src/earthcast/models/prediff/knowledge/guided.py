@@ -47,6 +47,15 @@ def frame_mean_alignment(alignment_net: nn.Module):
     return alignment_fn
 
 
+def member_targets(constraint: Constraint, context: Tensor, num_samples: int, **options: Any) -> Tensor:
+    """F₀ of each context ``(B, T_in, H, W, C)``, repeated for its members: ``(B·S, k)``, ``(B s)``."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be >= 1")
+    with torch.no_grad():
+        target = constraint.target(context, **options)  # (B, k)
+    return repeat(target, "b k -> (b s) k", s=num_samples)
+
+
 def make_guidance(
     alignment_net: nn.Module,
     constraint: Constraint,
@@ -73,11 +82,7 @@ def make_guidance(
     Returns:
         A ``mean_shift`` for ``sample_latents`` / the samplers' ``step``.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples} must be >= 1")
-    with torch.no_grad():
-        target = constraint.target(context, **target_options)  # (B, k)
-    target = repeat(target, "b k -> (b s) k", s=num_samples)  # (B·S, k)
+    target = member_targets(constraint, context, num_samples, **target_options)  # (B·S, k)
     return KnowledgeGuidance(frame_mean_alignment(alignment_net), target, scale, step_scale, norm)
 
 
@@ -116,8 +121,7 @@ def make_decoded_guidance(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples={num_samples} must be >= 1")
-    with torch.no_grad():
-        target = constraint.target(context[::num_samples], **target_options)  # (B, k)
-    target = repeat(target, "b k -> (b s) k", s=num_samples)  # (B·S, k)
+    per_context = context[::num_samples]  # (B, T_in, H, W, C): members are fastest
+    target = member_targets(constraint, per_context, num_samples, **target_options)  # (B·S, k)
     alignment_fn = decoded_statistic(prediff, constraint, context)
     return KnowledgeGuidance(alignment_fn, target, scale, step_scale, norm)
