@@ -6,11 +6,12 @@ Axis legend: ``n`` sample, ``b`` batch, ``s`` ensemble member, ``t`` time, ``h``
 Contract: a context array is ``(N, T_in, H, W, C_in)`` (or ``(N, T_in, H, W)`` when
 ``C_in = 1``) of finite numbers **in the model's scale** — the scale of the data contract, e.g.
 SEVIR VIL code / 255 in ``[0, 1]`` for ``scale="01"``. ``check_context`` refuses anything else
-with a message naming the expected shape and the fix. ``iter_forecasts`` runs the model batch by
-batch (``torch.no_grad``), reading and checking one batch of contexts at a time, and yields
-``(b, T_out, H, W, C_out)`` forecasts, or ``(b, S, T_out, H, W, C_out)`` for a model that
-returns ensemble members; memory stays bounded by the batch whatever ``N`` is (contexts may be
-memory maps or ``earthcast.io.arrays.LazyRows``). ``forecast_arrays`` gathers them into one array.
+with a message naming the expected shape and the fix. ``iter_forecasts`` first checks every
+context (read in chunks of ``CHECK_CHUNK_BYTES``), then runs the model batch by batch
+(``torch.no_grad``), reading one batch of contexts at a time, and yields ``(b, T_out, H, W,
+C_out)`` forecasts, or ``(b, S, T_out, H, W, C_out)`` for a model that returns ensemble members;
+memory stays bounded whatever ``N`` is (contexts may be memory maps or
+``earthcast.io.arrays.LazyRows``). ``forecast_arrays`` gathers them into one array.
 """
 
 from __future__ import annotations
