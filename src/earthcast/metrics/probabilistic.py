@@ -270,3 +270,9 @@ class BrierScore(StreamingMetric):
             result[f"bin_freq@{key}"] = bin_freq[i]
             result[f"bin_count@{key}"] = self.bin_count[i]
         return result
+
+
+def ensemble_skill_metrics() -> dict[str, StreamingMetric]:
+    """The two scores every ensemble gets: ``crps`` (eCDF form) and ``spread_skill``; each is fed
+    the members ``(B, S, T, H, W, C)`` and the targets (``training.scoring``, ``metrics.score``)."""
+    return {"crps": CRPS("ecdf"), "spread_skill": SpreadSkill()}

@@ -182,9 +182,9 @@ def _check_numeric(array, name: str) -> None:
 
 
 def _ensemble_metrics(kind: str) -> dict[str, Metric]:
-    from earthcast.metrics.probabilistic import CRPS, BrierScore, RankHistogram, SpreadSkill
+    from earthcast.metrics.probabilistic import BrierScore, RankHistogram, ensemble_skill_metrics
 
-    metrics = {"crps": CRPS("ecdf"), "spread_skill": SpreadSkill(), "rank_histogram": RankHistogram()}
+    metrics = {**ensemble_skill_metrics(), "rank_histogram": RankHistogram()}
     if kind == "sevir":  # chunks are on the [0, 1] scale here; thresholds are VIL codes
         metrics["brier"] = BrierScore(SEVIR_THRESHOLDS, n_bins=10, scale=SEVIR_SCALE)
     return metrics

@@ -45,9 +45,9 @@ ENSEMBLE_METRICS = ("crps", "spread_skill")
 
 def ensemble_metrics() -> dict[str, Metric]:
     """Streaming scores of ensemble forecasts ``(B, S, T, H, W, C)`` against targets."""
-    from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+    from earthcast.metrics.probabilistic import ensemble_skill_metrics
 
-    return {"crps": CRPS("ecdf"), "spread_skill": SpreadSkill()}
+    return ensemble_skill_metrics()
 
 
 @dataclass(frozen=True)
