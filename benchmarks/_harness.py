@@ -197,12 +197,13 @@ def ensemble_scores(ensemble: torch.Tensor, targets: torch.Tensor) -> dict[str, 
     (B, T, H, W, C)``."""
     from earthcast.metrics import get_metric
     from earthcast.metrics.categorical import SEVIR_THRESHOLDS
-    from earthcast.metrics.probabilistic import CRPS, SpreadSkill
+    from earthcast.metrics.probabilistic import ensemble_skill_metrics
 
     mean = ensemble.mean(dim=1)  # (B, T, H, W, C)
-    crps, spread = CRPS("ecdf"), SpreadSkill()
-    crps.update(ensemble, targets)
-    spread.update(ensemble, targets)
+    skill = ensemble_skill_metrics()
+    for metric in skill.values():
+        metric.update(ensemble, targets)
+    crps, spread = skill["crps"], skill["spread_skill"]
     csi = get_metric("contingency", thresholds=SEVIR_THRESHOLDS, scale=255.0)
     csi.update(mean, targets)
     return {
