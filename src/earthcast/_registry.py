@@ -42,6 +42,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Callable[..., T]:
         self._load_plugins()
+        if not isinstance(name, str):
+            raise ValueError(
+                f"a {self.kind} is named by a string, got {name!r}. Valid names: {', '.join(self.names())}"
+            )
         key = name.lower()
         if key not in self._entries:
             raise ValueError(f"unknown {self.kind} '{name}'. Valid names: {', '.join(self.names())}")

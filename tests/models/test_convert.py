@@ -27,8 +27,9 @@ CASES = [
 ]
 
 
-def _dump(ref_python, config, out, hw=None, double=False):
+def _dump(ref_python, config, out, hw=None, double=False, sets=()):
     cmd = [ref_python, str(REF_DUMP), config, str(out)] + (["--double", "--perturb"] if double else [])
+    cmd += [arg for item in sets for arg in ("--set", item)]
     if hw:
         cmd += ["--hw", f"{hw[0]},{hw[1]}"]
     env = dict(os.environ, EARTHCAST_SHARED=str(shared_dir()))
@@ -63,6 +64,21 @@ def test_converted_reference_weights_give_reference_outputs(ref_python, tmp_path
             # from itself by 2.7e-5 on sevirlr, whose outputs reach 6.7.)
             err = (out - dump["output"]).abs().max() / dump["output"].abs().max()
             assert err < 1e-5, f"max error {err:.2e} of the output scale"
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("method", ["nearest_interp", "last"])
+def test_other_decoder_initialisations_convert_and_match(ref_python, tmp_path, method):
+    """The reference builds its learned-query table for every z_init_method; ours only where it is
+    read. A converted checkpoint still loads strictly and computes the reference's function."""
+    dump = _dump(ref_python, "enso", tmp_path / "dump.pt", double=True, sets=[f"z_init_method={method!r}"])
+    assert any(k.startswith("dec_pos_embed.") for k in dump["state_dict"])
+    model = Earthformer(get_preset("earthformer_enso").replace(z_init_method=method))
+    assert model.dec_pos is None
+    model.load_state_dict(convert_reference_state_dict(dump["state_dict"]), strict=True)
+    with torch.no_grad():
+        out = model.double().eval()(dump["input"])
+    torch.testing.assert_close(out, dump["output"], rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.reference

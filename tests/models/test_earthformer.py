@@ -49,6 +49,36 @@ def test_full_presets_forward_backward(name):
     _check_all_gradients(model, torch.randn(1, *model.config.input_shape))
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(use_dec_self_global=True),
+        dict(use_dec_self_global=True, dec_self_update_global=False),
+        dict(use_dec_cross_global=True),
+        dict(use_dec_cross_global=True, use_dec_self_global=True, dec_self_update_global=False),
+        dict(use_dec_self_global=True, dec_use_first_self_attn=True, use_global_vector_ffn=True),
+        dict(separate_global_qkv=True, use_global_self_attn=True, use_global_vector_ffn=True),
+        dict(
+            separate_global_qkv=True,
+            use_dec_self_global=True,
+            enc_use_inter_ffn=False,
+            dec_use_inter_ffn=False,
+        ),
+        dict(use_dec_cross_global=True, dec_cross_start=1, use_global_vector_ffn=True),
+        dict(use_dec_self_global=True, separate_global_qkv=True, global_dim_ratio=2, dec_cross_start=1),
+    ],
+)
+def test_unused_parameter_names_are_exactly_those_without_gradient(overrides):
+    """The global-vector chain's dead writers, derived from the structure, against autograd."""
+    cfg = get_preset("earthformer_nbody_tiny").replace(attn_drop=0.0, proj_drop=0.0, ffn_drop=0.0)
+    torch.manual_seed(0)
+    model = Earthformer(cfg, num_global_vectors=2, **overrides)
+    model(torch.randn(1, *model.config.input_shape)).square().mean().backward()
+    no_grad = {name for name, p in model.named_parameters() if p.grad is None}
+    assert model.unused_parameter_names() == no_grad
+
+
 def test_sevir_dead_parameters_are_only_the_last_global_update():
     dead = earthcast.create_model("earthformer_sevir").unused_parameter_names()
     assert dead and all(".glob." in n and n.startswith("encoder.levels.1.0.attns.2.") for n in dead)
@@ -133,6 +163,12 @@ def test_wrong_input_shape_names_expected_shape():
         (dict(enc_depth=(1, 1), dec_depth=(1,)), "same number of levels"),
         (dict(base_units=18), "divisible by num_heads|multiple of 16"),
         (dict(global_dim_ratio=2), "separate_global_qkv"),
+        (
+            dict(enc_depth=(1, 0), dec_depth=(1, 1)),
+            r"enc_depth=\(1, 0\): every level needs at least one block",
+        ),
+        (dict(dec_depth=(1, 0)), "dec_depth"),
+        (dict(num_global_vectors=-1), "num_global_vectors=-1 must be ≥ 0"),
     ],
 )
 def test_invalid_configs_are_rejected_with_a_reason(bad, match):

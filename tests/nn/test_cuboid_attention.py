@@ -267,3 +267,57 @@ def test_pattern_table_matches_spec():
     heter = get_cross_pattern("cross_4x4_heter", (T, H, W))
     assert [s for _, s, _, _ in heter] == [(0, 0), (0, 0), (2, 2)]
     assert get_cross_pattern("cross_8x8", (T, 4, 6))[0][0] == (4, 4)  # K clamped to H, W
+
+
+def test_shift_of_a_whole_axis_or_more_equals_its_remainder_in_the_layers():
+    x = torch.randn(1, 2, 4, 6, 8)
+    torch.manual_seed(0)
+    small = CuboidSelfAttention(8, 2, (1, 2, 3), (0, 1, 1), padding_type="zeros").eval()
+    big = CuboidSelfAttention(8, 2, (1, 2, 3), (0, 5, 13), padding_type="zeros").eval()
+    big.load_state_dict(small.state_dict())
+    torch.testing.assert_close(big(x), small(x))
+    mem = torch.randn(1, 3, 4, 6, 8)
+    small = CuboidCrossAttention(8, 2, 1, (2, 3), (1, 1), strategy="lll").eval()
+    big = CuboidCrossAttention(8, 2, 1, (2, 3), (5, 7), strategy="lll").eval()
+    big.load_state_dict(small.state_dict())
+    torch.testing.assert_close(big(x, mem), small(x, mem))
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda: CuboidSelfAttention(8, 2, (1, 2, 2), (0, -1, 0)), "shift_size must be 3 whole numbers ≥ 0"),
+        (lambda: CuboidSelfAttention(8, 2, (0, 2, 2)), "cuboid_size must be 3 whole numbers ≥ 1"),
+        (
+            lambda: CuboidSelfAttention(8, 2, (1, 2, 2), num_global_vectors=-1),
+            "num_global_vectors must be ≥ 0",
+        ),
+        (lambda: CuboidCrossAttention(8, 2, n_temporal=0), "n_temporal must be a whole number ≥ 1"),
+        (lambda: CuboidCrossAttention(8, 2, cross_last_n_frames=0), "cross_last_n_frames must be ≥ 1"),
+        (lambda: CuboidCrossAttention(8, 2, cuboid_hw=(2, 2, 2)), "cuboid_hw must be 2 whole numbers"),
+        (lambda: CuboidCrossAttention(8, 2, shift_hw=(-1, 0)), "shift_hw must be 2 whole numbers ≥ 0"),
+        (lambda: get_self_pattern(None, (4, 4, 4)), "named by a string"),
+    ],
+)
+def test_bad_layer_arguments_name_the_fix(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_bad_layer_inputs_name_the_fix():
+    plain = CuboidSelfAttention(8, 2, (1, 2, 2))
+    with_globals = CuboidSelfAttention(8, 2, (1, 2, 2), num_global_vectors=2)
+    x, g = torch.randn(1, 2, 4, 4, 8), torch.randn(1, 2, 8)
+    with pytest.raises(ValueError, match=r"must be \(B, T, H, W, C\), got shape \(2, 4, 4, 8\)"):
+        plain(x[0])
+    with pytest.raises(ValueError, match="built for dim=8; channels go last"):
+        plain(x.movedim(-1, 1)[:, :, :2, :4, :4])
+    with pytest.raises(ValueError, match="pass the global vectors"):
+        with_globals(x)
+    with pytest.raises(ValueError, match="num_global_vectors=0"):
+        plain(x, g)
+    with pytest.raises(ValueError, match=r"must be \(B, P=2, Cg\)"):
+        with_globals(x, g[:, :1])
+    cross = CuboidCrossAttention(8, 2, cuboid_hw=(2, 2))
+    with pytest.raises(ValueError, match="memory must be"):
+        cross(x, x[0])

@@ -127,3 +127,36 @@ def test_relative_index_mirrors_offsets():
     assert (idx.diagonal() == centre).all()
     # (a, b) and (b, a) sit symmetrically around the centre row
     torch.testing.assert_close(idx + idx.T, torch.full_like(idx, 2 * centre))
+
+
+@pytest.mark.parametrize(
+    "shape,cuboid,big,small",
+    [
+        ((4, 4, 6), (2, 2, 3), (5, 9, 7), (1, 1, 1)),  # divisible: remainder mod the axis
+        ((5, 4, 4), (2, 2, 2), (7, 0, 4), (1, 0, 0)),  # T padded 5 → 6: remainder mod 6
+    ],
+)
+def test_shift_of_a_whole_axis_or_more_is_its_remainder(shape, cuboid, big, small):
+    np.testing.assert_array_equal(
+        allowed_attention(shape, cuboid, "lll", big, "ignore"),
+        allowed_attention(shape, cuboid, "lll", small, "ignore"),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(shift_size=(0, 0, -1)), "shift_size must be 3 whole numbers ≥ 0"),
+        (dict(cuboid_size=(0, 2, 2)), "cuboid_size must be 3 whole numbers ≥ 1"),
+        (dict(cuboid_size=(2, 2)), "one per axis"),
+        (dict(cuboid_size=(1, 2.5, 2)), "whole numbers"),
+        (dict(padding_type="reflect"), "padding_type must be one of"),
+        (dict(padding_type="Zeros"), "padding_type must be one of"),
+    ],
+)
+def test_allowed_attention_rejects_bad_layouts(kwargs, message):
+    args = dict(
+        shape=(2, 4, 4), cuboid_size=(1, 2, 2), strategy="l", shift_size=(0, 1, 1), padding_type="ignore"
+    )
+    with pytest.raises(ValueError, match=message):
+        allowed_attention(**{**args, **kwargs})

@@ -1,6 +1,6 @@
 """Position-wise feed-forward network (pre-norm, residual inside), optionally gated (SPEC §1.8).
 
-``y = x + Drop(W2 · Drop(act(W1 · LN(x)) [⊙ W1g · LN(x)]))``
+``y = x + Drop(W2 · Drop(act(W1 · LN(x))))``, gated: ``act(W1g · LN(x)) ⊙ (W1 · LN(x))`` inside
 
 Training uses a fused autograd function for the common (non-gated, LayerNorm) case. It computes
 exactly the same function but saves only ``x``, the LayerNorm statistics and the pre-activation

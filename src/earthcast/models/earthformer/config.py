@@ -157,6 +157,11 @@ def _validate(cfg: EarthformerConfig) -> None:
         problems.append(
             f"enc_depth {cfg.enc_depth} and dec_depth {cfg.dec_depth} need the same number of levels"
         )
+    for name in ("enc_depth", "dec_depth"):
+        if not getattr(cfg, name) or any(d < 1 for d in getattr(cfg, name)):
+            problems.append(f"{name}={getattr(cfg, name)!r}: every level needs at least one block (≥ 1)")
+    if cfg.num_global_vectors < 0:
+        problems.append(f"num_global_vectors={cfg.num_global_vectors} must be ≥ 0 (0: no global vectors)")
     if cfg.base_units % cfg.num_heads:
         problems.append(f"base_units={cfg.base_units} must be divisible by num_heads={cfg.num_heads}")
     if cfg.global_dim_ratio != 1 and not cfg.separate_global_qkv:

@@ -48,6 +48,8 @@ class Earthformer(nn.Module):
             if cfg.z_init_method == "zeros"
             else None
         )
+        if self.dec_pos is None:
+            self.register_load_state_dict_pre_hook(_drop_unread_query_table)
         self.decoder = EarthformerDecoder(cfg, self.mem_shapes)
         self.out_proj = Linear(head_dim, c_out)
         init_earthformer_(self)
@@ -66,27 +68,48 @@ class Earthformer(nn.Module):
     def unused_parameter_names(self) -> set[str]:
         """Parameters the forward provably never reads (they get no gradient).
 
-        When global vectors live only in the encoder (SEVIR preset, as in the reference), the
-        global-vector update of the encoder's very last attention layer is discarded. Kept so
-        official checkpoints load and parameter counts match; documented and tested.
+        The global vectors form one chain per level; a layer's global update (and a global FFN
+        after it) is dead when nothing reads the globals it writes. The encoder's last update is
+        dead unless the decoder reads the top level's globals (SEVIR preset, as in the
+        reference); the decoder's self blocks leave the last update of each level's chain dead,
+        or of every block when ``dec_self_update_global`` is off. Kept so official checkpoints
+        load and parameter counts match; tested against autograd's gradients.
         """
-        cfg = self.config
-        if cfg.num_global_vectors == 0 or cfg.use_dec_self_global or cfg.use_dec_cross_global:
+        if self.config.num_global_vectors == 0:
             return set()
-        level, block = len(self.encoder.levels) - 1, len(self.encoder.levels[-1]) - 1
-        last = self.encoder.levels[level][block]
-        prefix = f"encoder.levels.{level}.{block}."
-        layer = len(last.attns) - 1
-        writes = ("q.", "token_k.", "token_v.", "self_qkv.", "proj.")
-        names = {
-            f"{prefix}attns.{layer}.glob.{n}"
-            for n, _ in last.attns[layer].glob.named_parameters()
-            if n.startswith(writes) and (cfg.separate_global_qkv or n.startswith("proj."))
-        }
-        if last.global_ffns is not None:
-            ffn = len(last.global_ffns) - 1
-            names |= {f"{prefix}global_ffns.{ffn}.{n}" for n, _ in last.global_ffns[ffn].named_parameters()}
-        return names
+        dec, top = self.decoder, len(self.encoder.levels) - 1
+        unused: set[str] = set()
+        if not self._decoder_reads_globals(top):  # lower levels' globals feed the next level
+            last = len(self.encoder.levels[top]) - 1
+            unused |= _global_writers(self.encoder.levels[top][last], f"encoder.levels.{top}.{last}.")
+        if not dec.self_globals:
+            return unused
+        for i, blocks in enumerate(dec.self_blocks):
+            pending: set[str] = set()  # writers of the chain's current globals not read yet
+            for j, block in enumerate(blocks):
+                written = _global_writers(block, f"decoder.self_blocks.{i}.{j}.")
+                if not dec.self_update_global:
+                    unused |= written  # the block's output globals are discarded
+                elif self._cross_reads_globals(i):
+                    pending = set()  # the cross block after it reads them
+                else:
+                    pending = written
+            unused |= pending
+        return unused
+
+    def _decoder_reads_globals(self, level: int) -> bool:
+        """Whether a decoder block at ``level`` reads the encoder's globals of that level."""
+        dec = self.decoder
+        has_cross = len(dec.self_blocks[level]) > 0 or (
+            dec.top_starts_with_cross and level == len(dec.self_blocks) - 1
+        )
+        return bool(dec.self_globals and dec.self_blocks[level]) or (
+            has_cross and self._cross_reads_globals(level)
+        )
+
+    def _cross_reads_globals(self, level: int) -> bool:
+        """Whether the cross-attention blocks at decoder ``level`` read the memory's globals."""
+        return bool(self.decoder.cross_globals) and level >= self.decoder.cross_start
 
     def _check_input(self, x: Tensor) -> None:
         expected = self.config.input_shape
@@ -137,3 +160,28 @@ def _build_stem_and_head(cfg: EarthformerConfig) -> tuple[nn.Module, nn.Module, 
     sizes = [(h, w)] + [s[1:3] for s in stem.stage_shapes(cfg.input_shape)[:-1]]
     head = StackConvHead(cfg.stack_dims, sizes, cfg.stack_num_convs, cfg.stem_activation)
     return stem, head, cfg.stack_dims[0]
+
+
+def _global_writers(block: nn.Module, prefix: str) -> set[str]:
+    """Parameters of a self-attention ``block`` that only write its output globals: the last
+    layer's global update and any global FFN after it (earlier updates are read by the next
+    layer of the same block)."""
+    layer = len(block.attns) - 1
+    glob = block.attns[layer].glob
+    writes = ("q.", "token_k.", "token_v.", "self_qkv.", "proj.")
+    names = {
+        f"{prefix}attns.{layer}.glob.{n}"
+        for n, _ in glob.named_parameters()
+        if n.startswith(writes) and (glob.separate or n.startswith("proj."))
+    }
+    if block.global_ffns is not None:
+        ffn = len(block.global_ffns) - 1
+        names |= {f"{prefix}global_ffns.{ffn}.{n}" for n, _ in block.global_ffns[ffn].named_parameters()}
+    return names
+
+
+def _drop_unread_query_table(module, state_dict, prefix, *_) -> None:
+    """The reference builds the learned-query table for every ``z_init_method`` and reads it only
+    for ``zeros``; ours exists only there, so a converted checkpoint's unread table is dropped."""
+    for key in [k for k in state_dict if k.startswith(f"{prefix}dec_pos.")]:
+        del state_dict[key]

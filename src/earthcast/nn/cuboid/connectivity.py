@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from earthcast.nn.cuboid.decomposition import (
+    check_padding_type,
+    check_sizes,
     clamp_cuboid,
     decompose,
     nearest_readback,
@@ -38,8 +40,11 @@ def cuboid_layout(
         the slot (−1 for a zero pad); ``readback (n, v)``: flat index of the real position whose
         output is read from the slot (−1 if none); ``allowed (n, v, v)`` bool mask.
     """
-    t, h, w = (int(s) for s in shape[:3])
+    t, h, w = check_sizes("shape", tuple(shape)[:3], 3, 1)
     strategy = normalize_strategy(strategy)
+    cuboid_size = check_sizes("cuboid_size", cuboid_size, 3, 1)
+    shift_size = check_sizes("shift_size", shift_size, 3, 0)
+    check_padding_type(padding_type)
     cuboid, shift = clamp_cuboid((t, h, w), cuboid_size, shift_size, strategy)
     pads = pad_amounts((t, h, w), cuboid)
     grid = tuple(s + p for s, p in zip((t, h, w), pads))

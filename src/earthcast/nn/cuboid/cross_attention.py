@@ -19,7 +19,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from earthcast.nn.cuboid.decomposition import (
-    PADDING_TYPES,
+    check_grid,
+    check_padding_type,
+    check_sizes,
     from_cuboid_heads,
     normalize_strategy,
     pad,
@@ -75,16 +77,22 @@ class CuboidCrossAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
-        if padding_type not in PADDING_TYPES:
-            raise ValueError(f"padding_type must be one of {PADDING_TYPES}, got '{padding_type}'")
+        if int(n_temporal) != n_temporal or n_temporal < 1:
+            raise ValueError(f"n_temporal must be a whole number ≥ 1 (temporal groups), got {n_temporal!r}")
+        if cross_last_n_frames is not None and cross_last_n_frames < 1:
+            raise ValueError(
+                f"cross_last_n_frames must be ≥ 1, or None to attend to every memory frame, "
+                f"got {cross_last_n_frames}"
+            )
         if global_dim_ratio != 1 and not separate_global_qkv:
             raise ValueError("global_dim_ratio != 1 needs separate_global_qkv=True")
-        self.heads = num_heads
+        self.dim, self.heads = dim, num_heads
         self.n_temporal = int(n_temporal)
         self.strategy = normalize_strategy(strategy)
-        self.cuboid_hw = tuple(int(s) for s in cuboid_hw)
-        self.shift_hw = tuple(0 if self.strategy[i + 1] == "d" else int(s) for i, s in enumerate(shift_hw))
-        self.padding_type = padding_type
+        self.cuboid_hw = check_sizes("cuboid_hw", cuboid_hw, 2, 1)
+        shift_hw = check_sizes("shift_hw", shift_hw, 2, 0)
+        self.shift_hw = tuple(0 if self.strategy[i + 1] == "d" else s for i, s in enumerate(shift_hw))
+        self.padding_type = check_padding_type(padding_type)
         self.cross_last_n_frames = cross_last_n_frames
         self.max_temporal_relative = max_temporal_relative
         self.scale = qk_scale or (dim // num_heads) ** -0.5
@@ -105,6 +113,8 @@ class CuboidCrossAttention(nn.Module):
 
     def forward(self, x: Tensor, mem: Tensor, mem_global_vectors: Tensor | None = None) -> Tensor:
         """``x (B, Tx, H, W, C)``, ``mem (B, Tm, H, W, C)`` [, ``(B, P, Cg)``] → ``(B, Tx, H, W, C)``."""
+        check_grid(x, self.dim, "query")
+        check_grid(mem, self.dim, "memory")
         if self.cross_last_n_frames is not None:
             mem = mem[:, -min(self.cross_last_n_frames, mem.shape[1]) :]
         _check_memory(x, mem, self.max_temporal_relative)
@@ -113,7 +123,9 @@ class CuboidCrossAttention(nn.Module):
         nt, (bh, bw) = self.n_temporal, self.cuboid_hw
         pads_x = ((nt - t_x % nt) % nt, (bh - h % bh) % bh, (bw - w % bw) % bw)
         pads_m = ((nt - t_mem % nt) % nt, *pads_x[1:])
-        shift = (0, *self.shift_hw)
+        # a shift of a whole padded axis or more is the cyclic shift of its remainder
+        shift_hw = (self.shift_hw[0] % (h + pads_x[1]), self.shift_hw[1] % (w + pads_x[2]))
+        shift = (0, *shift_hw)
         if self._project_before_padding(pads_x):  # LayerNorm → q as one lean function
             q_grid = roll(pad(norm_linear(x, self.norm, self.q), pads_x, self.padding_type), shift)
             x = None
@@ -129,7 +141,7 @@ class CuboidCrossAttention(nn.Module):
             (h, w),
             nt,
             self.cuboid_hw,
-            self.shift_hw,
+            shift_hw,
             self.strategy,
             self.padding_type,
             mem.device,

@@ -41,13 +41,45 @@ def normalize_strategy(strategy: str | Sequence[str]) -> tuple[str, str, str]:
     return out  # type: ignore[return-value]
 
 
+def check_sizes(name: str, sizes: Sequence[int], length: int, minimum: int) -> tuple[int, ...]:
+    """``sizes`` as a tuple of ``length`` ints ≥ ``minimum``, or a ValueError naming the fix."""
+    values = tuple(sizes) if isinstance(sizes, Sequence) and not isinstance(sizes, str) else (sizes,)
+    if len(values) != length or any(isinstance(v, bool) or int(v) != v or v < minimum for v in values):
+        axes = "(T, H, W)" if length == 3 else "(H, W)"
+        raise ValueError(
+            f"{name} must be {length} whole numbers ≥ {minimum}, one per axis {axes}, got {sizes!r}"
+        )
+    return tuple(int(v) for v in values)
+
+
+def check_padding_type(padding_type: str) -> str:
+    if padding_type not in PADDING_TYPES:
+        raise ValueError(f"padding_type must be one of {PADDING_TYPES}, got {padding_type!r}")
+    return padding_type
+
+
+def check_grid(x: Tensor, channels: int, what: str = "input") -> None:
+    """Cuboid layers take channels-last 5-D grids; say so instead of failing inside einops."""
+    if x.dim() != 5:
+        raise ValueError(
+            f"cuboid attention {what} must be (B, T, H, W, C), got shape {tuple(x.shape)}; "
+            "add the missing batch/time axis (e.g. x[None] or x[:, None])"
+        )
+    if x.shape[-1] != channels:
+        raise ValueError(
+            f"cuboid attention {what} has {x.shape[-1]} channels in its last axis, the layer was built "
+            f"for dim={channels}; channels go last: (B, T, H, W, C)"
+        )
+
+
 def clamp_cuboid(
     shape: Sequence[int], cuboid_size: Sequence[int], shift_size: Sequence[int], strategy: Sequence[str]
 ) -> tuple[Size3, Size3]:
     """Runtime clamping of SPEC §1.2.
 
     Dilated axes never shift; an axis whose data size is ≤ the requested cuboid extent gets the
-    data size as extent and no shift.
+    data size as extent and no shift. A shift of a whole padded axis or more is the same cyclic
+    shift as its remainder, and the shift mask is built for that remainder.
     """
     cuboid, shift = list(cuboid_size), list(shift_size)
     for i, size in enumerate(shape):
@@ -56,6 +88,7 @@ def clamp_cuboid(
         if size <= cuboid[i]:
             cuboid[i] = size
             shift[i] = 0
+        shift[i] %= -(-size // cuboid[i]) * cuboid[i]  # the padded length of the axis
     return tuple(cuboid), tuple(shift)  # type: ignore[return-value]
 
 

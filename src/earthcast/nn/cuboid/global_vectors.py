@@ -26,6 +26,27 @@ from earthcast.nn.norm import make_norm
 from earthcast.nn.rowmm import Linear
 
 
+def check_globals(global_vectors: Tensor | None, num_global_vectors: int) -> None:
+    """A layer built with P global vectors must get them, one built without must not (silently
+    ignoring them would drop the caller's only cross-cuboid path)."""
+    if num_global_vectors > 0 and global_vectors is None:
+        raise ValueError(
+            f"this layer was built with num_global_vectors={num_global_vectors}: pass the global "
+            "vectors (B, P, Cg) as the second argument"
+        )
+    if num_global_vectors == 0 and global_vectors is not None:
+        raise ValueError(
+            "global vectors were passed to a layer built with num_global_vectors=0; build it with "
+            "num_global_vectors=P or drop the argument"
+        )
+    if global_vectors is not None and (
+        global_vectors.dim() != 3 or global_vectors.shape[1] != num_global_vectors
+    ):
+        raise ValueError(
+            f"global vectors must be (B, P={num_global_vectors}, Cg), got shape {tuple(global_vectors.shape)}"
+        )
+
+
 @dataclass
 class GlobalKeys:
     """What tokens need to read the globals: optional own query, and the globals' keys/values."""

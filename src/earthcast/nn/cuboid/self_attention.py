@@ -20,7 +20,9 @@ from torch.utils.checkpoint import checkpoint
 
 from earthcast.nn.attention import attend
 from earthcast.nn.cuboid.decomposition import (
-    PADDING_TYPES,
+    check_grid,
+    check_padding_type,
+    check_sizes,
     clamp_cuboid,
     from_cuboid_heads,
     normalize_strategy,
@@ -31,7 +33,7 @@ from earthcast.nn.cuboid.decomposition import (
     to_cuboid_heads,
     unpad,
 )
-from earthcast.nn.cuboid.global_vectors import GlobalVectorPaths
+from earthcast.nn.cuboid.global_vectors import GlobalVectorPaths, check_globals
 from earthcast.nn.cuboid.masks import self_attention_mask
 from earthcast.nn.cuboid.relative_bias import RelativePositionBias
 from earthcast.nn.dropout import Dropout
@@ -128,13 +130,15 @@ class CuboidSelfAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
-        if padding_type not in PADDING_TYPES:
-            raise ValueError(f"padding_type must be one of {PADDING_TYPES}, got '{padding_type}'")
+        if num_global_vectors < 0:
+            raise ValueError(
+                f"num_global_vectors must be ≥ 0 (0: no global vectors), got {num_global_vectors}"
+            )
         self.dim, self.heads = dim, num_heads
-        self.cuboid_size = tuple(int(s) for s in cuboid_size)
-        self.shift_size = tuple(int(s) for s in shift_size)
+        self.cuboid_size = check_sizes("cuboid_size", cuboid_size, 3, 1)
+        self.shift_size = check_sizes("shift_size", shift_size, 3, 0)
         self.strategy = normalize_strategy(strategy)
-        self.padding_type = padding_type
+        self.padding_type = check_padding_type(padding_type)
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.attn_drop = attn_drop
         self.backend = backend
@@ -166,6 +170,8 @@ class CuboidSelfAttention(nn.Module):
         Projections are per token, so they run on the grid; q, k, v are regrouped into cuboids in
         one copy and the output regrouped back in one copy.
         """
+        check_grid(x, self.dim)
+        check_globals(global_vectors, self.num_global_vectors)
         shape = tuple(x.shape[1:4])
         cuboid, shift = clamp_cuboid(shape, self.cuboid_size, self.shift_size, self.strategy)
         pads = pad_amounts(shape, cuboid)
