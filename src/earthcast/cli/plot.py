@@ -154,7 +154,13 @@ def _observed(path: Path | None, variable: str | None, index: int, args, what: s
     return np.asarray(values, dtype=np.float32)
 
 
-def _physical(da) -> tuple[float, float, str | None]:
+def _physical(da, channel: int = 0) -> tuple[float, float, str | None]:
+    """``(factor, offset, units)`` of the plotted channel: per channel coordinates (a normalised
+    multi-variable store) or the variable's attributes."""
+    if "physical_scale_factor" in da.coords and "channel" in da.dims:
+        row = da.coords.to_dataset().isel(channel=min(channel, da.sizes["channel"] - 1))
+        units = str(row["physical_units"].values) if "physical_units" in row else None
+        return float(row["physical_scale_factor"]), float(row["physical_add_offset"]), units
     attrs = da.attrs
     factor = float(attrs.get("physical_scale_factor", 1.0))
     offset = float(attrs.get("physical_add_offset", 0.0))
@@ -170,7 +176,7 @@ def _plot_forecast(args: argparse.Namespace) -> int:
         name = _forecast_variable(ds, args.var, args.forecast)
         da = ds[name]
         contract = json.loads(ds.attrs.get("data_contract", "{}"))
-        factor, offset, units = _physical(da)
+        factor, offset, units = _physical(da, args.channel)
         values = _select(da, args, "the forecast") * factor + offset  # ([s,] t, h, w)
         index = int(ds["sample"].values[args.sample])
         mean_name = f"{name}_ensemble_mean"

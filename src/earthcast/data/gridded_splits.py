@@ -98,24 +98,64 @@ def _windows(config: DataConfig) -> dict[str, int]:
 
 
 def describe_gridded(dataset: Any) -> dict[str, Any]:
-    """Scale, units and time step of the (first) target variable."""
+    """Scale, units and time step of the data, per variable.
+
+    ``scale_factor``/``scale_offset``/``units`` describe the first target variable (what the
+    scores and a one-variable forecast file use); ``normalization`` and ``variable_units`` hold
+    every variable's ``(offset, scale)`` and units, ``input_variables``/``target_variables`` the
+    channel order, so a checkpoint can be evaluated, resumed or de-normalised channel by channel.
+    """
     from earthcast.data.gridded import open_store
 
     target = dataset.target_variables[0]
     offset, scale = dataset.stats[target]
-    units, step = "", None
+    used = list(dict.fromkeys(dataset.variables + dataset.target_variables))
+    units, step = {v: "" for v in used}, None
     if dataset._path is not None:
         with open_store(dataset._path, dataset._engine) as ds:
-            units = str(ds[target].attrs.get("units", ""))
+            units = {v: str(ds[v].attrs.get("units", "")) for v in used}
             if ds.attrs.get("timestep_units", "minutes") == "minutes" and "timestep" in ds.attrs:
                 step = int(ds.attrs["timestep"])
     if step is None and dataset.time_step is not None:
         step = int(np.asarray(dataset.time_step).astype("timedelta64[m]").astype(np.int64))
     return {
         "variable": ",".join(dataset.target_variables),
-        "units": units,
-        "scale": "none" if (offset, scale) == (0.0, 1.0) else "affine",
+        "units": units[target],
+        "scale": "none" if all(dataset.stats[v] == (0.0, 1.0) for v in used) else "affine",
         "scale_factor": float(scale),
         "scale_offset": float(offset),
+        "input_variables": list(dataset.variables),
+        "target_variables": list(dataset.target_variables),
+        "normalization": {v: [float(o), float(s)] for v, (o, s) in dataset.stats.items() if v in used},
+        "variable_units": units,
         "frame_interval_minutes": step,
     }
+
+
+def reuse_training_statistics(config: DataConfig, contract: dict[str, Any] | None) -> DataConfig:
+    """``config`` normalised with the statistics a checkpoint was trained with.
+
+    Scoring or resuming a model on another store (or a longer one) must feed it the numbers it
+    learnt from, not statistics recomputed from the new data. Data sets without per-variable
+    statistics in their contract (everything but gridded stores) are returned unchanged; a
+    different variable order is refused, since the channels would silently mean other things.
+    """
+    if not contract or not contract.get("normalization") or "variables" not in config.options:
+        return config
+    options = dict(config.options)
+    wanted = _as_list(options["variables"])
+    targets = _as_list(options.get("target_variables") or wanted)
+    trained = (contract.get("input_variables"), contract.get("target_variables"))
+    if trained != (wanted, targets):
+        raise ValueError(
+            f"the data's variables (inputs {wanted}, targets {targets}) differ from the checkpoint's "
+            f"(inputs {trained[0]}, targets {trained[1]}); set data.options.variables (and "
+            "target_variables) to the checkpoint's, in that order"
+        )
+    if isinstance(options.get("normalization"), str):
+        options["normalization"] = {v: list(stats) for v, stats in contract["normalization"].items()}
+    return config.replace(options=options)
+
+
+def _as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)

@@ -133,7 +133,44 @@ def variable_name(contract: Mapping[str, Any]) -> str:
     return name or "forecast"
 
 
-def _variable_attrs(contract: Mapping[str, Any], name: str) -> dict[str, Any]:
+def channel_scales(contract: Mapping[str, Any]) -> list[tuple[str, str, float, float]] | None:
+    """``(variable, units, factor, offset)`` per output channel, when the contract records
+    per-variable statistics of several target variables (a normalised multi-variable store);
+    ``physical = value × factor + offset`` channel by channel. ``None`` otherwise."""
+    names = list(contract.get("target_variables") or [])
+    stats = contract.get("normalization") or {}
+    if len(names) < 2 or any(n not in stats for n in names):
+        return None
+    units = contract.get("variable_units") or {}
+    return [(n, str(units.get(n) or ""), float(stats[n][1]), float(stats[n][0])) for n in names]
+
+
+def _per_channel(contract: Mapping[str, Any], channels: int) -> list[tuple[str, str, float, float]] | None:
+    scales = channel_scales(contract)
+    return scales if scales is not None and len(scales) == channels else None
+
+
+def _channel_coords(scales: list[tuple[str, str, float, float]]) -> dict[str, Any]:
+    names, units, factors, offsets = (list(column) for column in zip(*scales))
+    return {
+        "channel_name": ("channel", np.array(names, dtype=object), {"long_name": "variable of the channel"}),
+        "physical_units": ("channel", np.array([u or "1" for u in units], dtype=object)),
+        "physical_scale_factor": ("channel", np.array(factors, dtype=np.float64)),
+        "physical_add_offset": ("channel", np.array(offsets, dtype=np.float64)),
+    }
+
+
+def _variable_attrs(contract: Mapping[str, Any], name: str, channels: int = 1) -> dict[str, Any]:
+    scales = _per_channel(contract, channels)
+    if scales is not None:
+        listing = ", ".join(f"{n} [{u or '1'}] = value × {f:g} + {o:g}" for n, u, f, o in scales)
+        return {
+            "long_name": name,
+            "units": "1",
+            "earthcast_scale": str(contract.get("scale")),
+            "comment": "values normalised per channel; physical value = value × physical_scale_factor"
+            f"(channel) + physical_add_offset(channel): {listing}",
+        }
     units = str(contract.get("units") or "")
     long_name, standard_name = _VARIABLES.get(name.lower(), (name, None))
     if standard_name == "rainfall_rate" and cf_units(units) not in _RAIN_RATE_UNITS:
@@ -247,7 +284,7 @@ def forecast_dataset(
     coords["y"], coords["x"] = _spatial("y", h, y), _spatial("x", w, x)
     space = ("lead_time", "y", "x") + (("channel",) if c > 1 else ())
     values = forecast if c > 1 else forecast[..., 0]  # (n, [s,] t, h, w[, c])
-    var_attrs = _variable_attrs(contract, name)
+    var_attrs = _variable_attrs(contract, name, c)
     data_vars: dict[str, Any] = {}
     if ensemble:
         coords["member"] = ("member", np.arange(forecast.shape[1], dtype=np.int32), _MEMBER_ATTRS)
@@ -264,11 +301,18 @@ def forecast_dataset(
         data_vars[name] = (("sample", *space), values, var_attrs)
     if c > 1:
         coords["channel"] = ("channel", np.arange(c, dtype=np.int32), {"long_name": "channel index"})
+        scales = _per_channel(contract, c)
+        if scales is not None:
+            coords.update(_channel_coords(scales))
     return xr.Dataset(data_vars, coords=coords, attrs=_global_attrs(contract, attrs))
 
 
 def _probabilities(values, contract, thresholds, name, space, coords) -> dict[str, Any]:
-    factor, offset = physical_scale(contract)
+    scales = _per_channel(contract, values.shape[-1]) if "channel" in space else None
+    if scales is not None:  # (c,) factors broadcast over the trailing channel axis
+        factor, offset = (np.array([row[i] for row in scales]) for i in (2, 3))
+    else:
+        factor, offset = physical_scale(contract)
     units = str(contract.get("units") or "")
     coords["threshold"] = (
         "threshold",

@@ -38,6 +38,7 @@ from earthcast.training.scoring import ENSEMBLE_METRICS, Scoring, ensemble_metri
 from earthcast.training.stage_logging import log_stage_loss
 
 _SHAPE_KEYS = ("in_len", "out_len", "height", "width", "channels_in", "channels_out")
+_VARIABLE_KEYS = ("input_variables", "target_variables", "normalization")
 
 
 def masked_mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -157,14 +158,7 @@ class ForecastSystem(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         current = getattr(datamodule, "contract", None) if datamodule is not None else None
         if recorded and current:
-            clash = {
-                k: (recorded.get(k), current.get(k))
-                for k in (*_SHAPE_KEYS, "scale")
-                if recorded.get(k) != current.get(k)
-            }
-            if clash:
-                detail = ", ".join(f"{k}: model {a!r} vs data {b!r}" for k, (a, b) in clash.items())
-                raise ValueError(f"the data do not match the model's data contract ({detail})")
+            check_same_data(recorded, current)
         return current or recorded
 
     @property
@@ -275,6 +269,24 @@ def _create(model_name: str, overrides: dict[str, Any]) -> nn.Module:
     from earthcast.models import create_model
 
     return create_model(model_name, **overrides)
+
+
+def check_same_data(recorded: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse data that differ from a model's contract in shape, scale, channel meaning or
+    normalisation (the last three only where both contracts record them: older checkpoints and
+    other data sets have no per-variable entries)."""
+    clash = {
+        k: (recorded.get(k), current.get(k))
+        for k in (*_SHAPE_KEYS, "scale", *_VARIABLE_KEYS)
+        if recorded.get(k) != current.get(k)
+        and (k not in _VARIABLE_KEYS or None not in (recorded.get(k), current.get(k)))
+    }
+    if clash:
+        detail = ", ".join(f"{k}: model {a!r} vs data {b!r}" for k, (a, b) in clash.items())
+        raise ValueError(
+            f"the data do not match the model's data contract ({detail}); use data laid out and "
+            "normalised as the model was trained (data.options.variables, data.options.normalization)"
+        )
 
 
 def _check_shapes(net: nn.Module, contract: dict[str, Any], model_name: str) -> None:

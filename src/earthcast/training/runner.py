@@ -29,6 +29,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from earthcast.data.config import DataConfig
+from earthcast.data.gridded_splits import reuse_training_statistics
 from earthcast.training.checkpoint import (
     CHECKPOINT_DIR,
     LAST_NAME,
@@ -95,7 +96,9 @@ def fit(
     """
     out = run_dir(config, out_dir)
     ckpt_path = _resume_path(resume, out)
-    data = resolve_data(config, out)
+    # a resumed run goes on with the checkpoint's normalisation; its contract is checked in setup
+    recorded = _recorded_contract(ckpt_path)
+    data = reuse_training_statistics(resolve_data(config, out), recorded)
     trainer_cfg = dataclasses.replace(config.trainer, out_dir=str(out))
     config = config.replace(data=data, trainer=trainer_cfg)
     _seed_and_flags(trainer_cfg)
@@ -103,6 +106,8 @@ def fit(
 
     datamodule = ForecastDataModule(data, seed=trainer_cfg.seed)
     system, trainer_cfg = make_system(config, trainer_cfg)
+    if recorded and isinstance(system, ForecastSystem):
+        system.hparams["data_contract"] = recorded
     trainer = build_trainer(trainer_cfg, out, system, data.batch_size)
     with warnings.catch_warnings():
         # Lightning warns that a mid-epoch resume cannot continue the data loader; ours can:
@@ -242,13 +247,14 @@ def evaluate(
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     out = run_dir(config)
-    data = resolve_data(config, out)
+    system = _system_for(ckpt_or_model_name, config, use_ema)
+    # a checkpoint is scored on data normalised as it was trained
+    data = reuse_training_statistics(resolve_data(config, out), system.hparams.get("data_contract"))
     trainer_cfg = config.trainer
     _seed_and_flags(trainer_cfg)
     from earthcast.data.datamodule import ForecastDataModule
 
     datamodule = ForecastDataModule(data, seed=trainer_cfg.seed)
-    system = _system_for(ckpt_or_model_name, config, use_ema)
     trainer = build_trainer(trainer_cfg, out, system, data.batch_size, evaluating=True)
     run = trainer.test if split == "test" else trainer.validate
     results = run(system, datamodule=datamodule, verbose=False)
@@ -407,6 +413,14 @@ def _resume_path(resume: str | Path | None, out: Path) -> Path | None:
     if not path.is_file():
         raise ValueError(f"cannot resume: checkpoint '{path}' does not exist")
     return path
+
+
+def _recorded_contract(ckpt_path: Path | None) -> dict[str, Any] | None:
+    """The data contract of the checkpoint a run resumes from (read through ``read_checkpoint``,
+    so a truncated or foreign file is refused with a clear message before Lightning opens it)."""
+    if ckpt_path is None:
+        return None
+    return read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("data_contract")
 
 
 def _remove_partial_writes(ckpt_dir: Path) -> None:
