@@ -131,6 +131,14 @@ def test_benchmark_trains_scores_tabulates_and_resumes(tmp_path, capsys):
     assert "finished earlier" in capsys.readouterr().out
     assert json.loads((folder / "models" / "earthformer_noglobal.json").read_text()) == first
 
+    # other settings into the same folder would mix incomparable rows into the table
+    other = [a.replace("2steps", "3steps") for a in args]
+    assert main(other) == 2
+    assert "other settings (changed: budget)" in capsys.readouterr().err
+    assert main([*other, "--rerun"]) == 0  # trains every model again, from scratch, for 3 steps
+    assert json.loads((folder / "models" / "earthformer_noglobal.json").read_text())["steps"] == 3
+    assert json.loads((folder / "settings.json").read_text())["budget"] == "3 steps"
+
 
 def test_benchmark_rejects_bad_arguments(tmp_path, capsys):
     assert main(["benchmark", "--data", "nbody", "--models", ",", "--out", str(tmp_path)]) == 2

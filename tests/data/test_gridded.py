@@ -108,7 +108,7 @@ def test_nan_policy(tmp_path: Path):
 
 
 def test_errors(tmp_path: Path, store: Path):
-    with pytest.raises(KeyError, match=r"\['rain'\].*available: \['precip', 'temp'\]"):
+    with pytest.raises(ValueError, match=r"\['rain'\].*available: \['precip', 'temp'\]"):
         GriddedDataset(store, ["rain"], 2, 2)
     with pytest.raises(ValueError, match="longer than the 20 selected time steps"):
         GriddedDataset(store, ["precip"], 15, 10)

@@ -79,6 +79,10 @@ def test_load_forecaster_rejects_what_it_cannot_use(run, tmp_path):
     garbage.write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"not a readable PyTorch checkpoint"):
         load_forecaster(garbage)
+    for text in ("hparams: 1\n", "epoch 3\n"):  # text whose first byte reads as a pickle opcode
+        garbage.write_text(text)
+        with pytest.raises(ValueError, match=r"not a readable PyTorch checkpoint.*not a torch.save archive"):
+            load_forecaster(garbage)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(result.last_ckpt.read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"not a readable PyTorch checkpoint"):

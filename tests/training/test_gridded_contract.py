@@ -142,3 +142,23 @@ def test_forecast_file_and_plot_carry_each_channels_scaling(trained, capsys):
     figure = tmp_path / "temp.png"
     assert main(["plot", "--forecast", str(out), "--channel", "1", "--out", str(figure)]) == 0
     assert figure.stat().st_size > 0
+
+
+def test_common_mistakes_on_own_data_name_the_fix(tmp_path, capsys):
+    root = _store(tmp_path / "own.nc")
+    out = ["--out", str(tmp_path / "run")]
+    assert main(["fit", "nbody", *_experiment(tmp_path, root, "[rain, temp]"), *out]) == 2
+    assert "variable(s) ['rain'] not in the store; available: ['precip', 'temp']" in capsys.readouterr().err
+    no_windows = [*_experiment(tmp_path, root), "--set", "data.in_len=null", "--set", "data.out_len=null"]
+    assert main(["fit", "nbody", *no_windows, *out]) == 2
+    assert "needs data.in_len and data.out_len" in capsys.readouterr().err
+    long = [*_experiment(tmp_path, root), "--set", "data.in_len=5", "--set", "data.out_len=3"]
+    assert main(["fit", "nbody", *long, *out]) == 2
+    assert "give this split more time steps (data.options.split_fractions" in capsys.readouterr().err
+
+
+def test_baseline_scored_in_place_of_the_configured_model_ignores_its_overrides(tmp_path, capsys):
+    root = _store(tmp_path / "own.nc")
+    args = [*_experiment(tmp_path, root), "--set", "model_overrides={input_shape: [3, 16, 16, 2]}"]
+    assert main(["test", "nbody", *args, "--model", "persistence"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["mse"] > 0

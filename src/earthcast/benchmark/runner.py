@@ -3,6 +3,7 @@
 Layout of ``<out>/<data>/``::
 
     table.md, table.csv, plot.png   the comparison (rewritten after every model)
+    settings.json                   data, size, budget, optimiser and seed the results were made with
     models/<model>.json             one finished model's result (the resume record)
     models/<model>.log              traceback of a model that failed
     runs/<model>/                   its Lightning run (checkpoints, logs)
@@ -16,7 +17,9 @@ budget goes to optimisation) and the final weights are scored on the test split.
 trainable parameters (persistence, pysteps) are scored directly.
 
 Resuming: a model with ``models/<model>.json`` is not run again unless ``rerun`` is set; a model
-whose run was interrupted continues from its ``last.ckpt``. A failing model is recorded with its
+whose run was interrupted continues from its ``last.ckpt``. A folder whose ``settings.json``
+differs from the run's settings is refused (its results are not comparable) unless ``rerun`` is
+set, which trains every model again from scratch. A failing model is recorded with its
 error message in the table and the next model runs.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -94,6 +98,7 @@ def run_benchmark(config: BenchmarkConfig) -> list[dict[str, Any]]:
     folder = config.folder
     (folder / "models").mkdir(parents=True, exist_ok=True)
     experiment = _with_shared_data(config.experiment, folder)
+    _claim_folder(config, experiment)
     datamodule, contract = _prepare_data(experiment)
     results = []
     for index, model in enumerate(config.models, start=1):
@@ -107,6 +112,39 @@ def _with_shared_data(experiment: ExperimentConfig, folder: Path) -> ExperimentC
     if experiment.data.root:
         return experiment
     return experiment.replace(data=experiment.data.replace(root=str(folder / "data")))
+
+
+SETTINGS_NAME = "settings.json"
+
+
+def comparable_settings(config: BenchmarkConfig, experiment: ExperimentConfig) -> dict[str, Any]:
+    """What makes two results comparable: the data (store, options, windows), model size, budget,
+    optimiser and seed. The model list is not part of it: adding a model to a table is fine."""
+    plain = experiment.to_dict()
+    return {
+        "data": plain["data"],
+        "size": config.size,
+        "budget": str(config.budget),
+        "optim": plain["optim"],
+        "seed": plain["trainer"]["seed"],
+    }
+
+
+def _claim_folder(config: BenchmarkConfig, experiment: ExperimentConfig) -> None:
+    """Refuse to mix results of other settings into a table (they would be reused as finished);
+    ``rerun`` starts the folder's models afresh under the new settings instead."""
+    settings = json.loads(json.dumps(comparable_settings(config, experiment), default=str))
+    path = config.folder / SETTINGS_NAME
+    previous = json.loads(path.read_text()) if path.is_file() else None
+    if previous is not None and previous != settings and not config.rerun:
+        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        raise ValueError(
+            f"{config.folder} holds benchmark results made with other settings (changed: "
+            f"{', '.join(changed)}); write to another --out, or pass --rerun to train every model "
+            "again under the new settings"
+        )
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(settings, indent=2))
 
 
 def _prepare_data(experiment: ExperimentConfig):
@@ -171,6 +209,8 @@ def _train_and_score(
     print(f"  {network}: {info['params_m']:.3g} M parameters, {steps} steps{timing}", flush=True)
     del net
     run = run.replace(trainer=_budget_trainer(run, config, model, steps))
+    if config.rerun:  # train again from scratch, not on from the previous run's checkpoint
+        shutil.rmtree(run.trainer.out_dir, ignore_errors=True)
     last = Path(run.trainer.out_dir) / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
     fitted = fit(run, resume="auto" if last.is_file() else None)

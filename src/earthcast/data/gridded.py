@@ -147,8 +147,9 @@ class GriddedDataset(Dataset):
     def _check_variables(self, ds: xr.Dataset) -> None:
         missing = [v for v in self._used if v not in ds.data_vars]
         if missing:
-            raise KeyError(
-                f"variable(s) {missing} not in the store; available: {sorted(map(str, ds.data_vars))}"
+            raise ValueError(
+                f"variable(s) {missing} not in the store; available: {sorted(map(str, ds.data_vars))} "
+                "(set data.options.variables / target_variables to names from that list)"
             )
 
     def _spatial_dims(

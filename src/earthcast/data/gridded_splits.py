@@ -66,6 +66,12 @@ def build_gridded(
     slices = options.pop("time_slices", None)
     if "variables" not in options:
         raise ValueError(f"data set '{config.name}' needs data.options.variables (the variables to read)")
+    unset = [k for k in ("in_len", "out_len") if k not in options]
+    if unset:
+        raise ValueError(
+            f"data set '{config.name}' needs {' and '.join(f'data.{k}' for k in unset)} (context and "
+            "forecast frames per sample), e.g. --set data.in_len=4 --set data.out_len=4"
+        )
     if slices is None:
         slices = fraction_slices(root, fractions, options.get("time_dim", "time"), options.get("engine"))
     missing = [s for s in _SPLITS if not slices.get(s)]
@@ -90,7 +96,13 @@ def _split_dataset(make: Any, split: str, time_slice: Any, options: dict[str, An
     try:
         return make(time_slice=tuple(time_slice), **options)
     except ValueError as err:
-        raise ValueError(f"split '{split}' (time range {list(time_slice)}): {err}") from err
+        hint = ""
+        if "longer than the" in str(err):
+            hint = (
+                "; give this split more time steps (data.options.split_fractions or time_slices) "
+                "or shorter windows"
+            )
+        raise ValueError(f"split '{split}' (time range {list(time_slice)}): {err}{hint}") from err
 
 
 def _windows(config: DataConfig) -> dict[str, int]:

@@ -67,7 +67,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        AttributeError,
+        KeyError,  # text that happens to start like a pickle opcode, e.g. b"h…"
+        IndexError,
+    ) as err:
         raise ValueError(
             f"'{path}' is not a readable PyTorch checkpoint (corrupt, truncated, or not written by "
             f"torch.save): {_load_error_reason(err)}"
@@ -79,6 +88,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 
 def _load_error_reason(err: Exception) -> str:
     """The informative part of a ``torch.load`` error (the weights-only preamble is noise here)."""
+    if isinstance(err, (KeyError, IndexError)):
+        return "its bytes are not a torch.save archive"
     text = str(err).strip()
     marker = "WeightsUnpickler error:"
     if marker in text:

@@ -280,9 +280,11 @@ def _system_for(ckpt_or_model_name: str | Path, config: ExperimentConfig, use_em
             f"'{ckpt_or_model_name}' is neither a checkpoint file nor a registered model "
             f"({', '.join(MODELS.names())})"
         )
+    # the experiment's model_overrides configure its own model, not another one scored in its place
+    overrides = config.model_overrides if str(ckpt_or_model_name) == config.model else {}
     return ForecastSystem(
         model_name=str(ckpt_or_model_name),
-        model_overrides=config.model_overrides,
+        model_overrides=overrides,
         dataset=config.data.name,
         experiment=config.to_dict(),
     )
