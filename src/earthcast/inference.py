@@ -118,6 +118,11 @@ def _check_shape(shape: tuple[int, ...], contract: Mapping[str, Any], name: str)
         )
 
 
+UNNORMALISED_MEAN = 50.0
+"""A context channel averaging this far from 0 (in standard deviations or min–max ranges of the
+training data) was not normalised; no real field of the training distribution gets there."""
+
+
 def _check_values(values: np.ndarray, contract: Mapping[str, Any], name: str, first: int = 0) -> None:
     """Finite, and within ``[0, 1]`` (give or take the slack) for ``"01"`` data; ``first`` is the
     index of ``values[0]`` among all samples, for the message."""
@@ -136,6 +141,25 @@ def _check_values(values: np.ndarray, contract: Mapping[str, Any], name: str, fi
             raise ValueError(
                 f"{name} values span [{low:g}, {top:g}] in samples {first}…{last}, but the model expects "
                 "data scaled to [0, 1] (contract scale '01', i.e. x / 255); divide byte data by 255 first"
+            )
+    _check_normalised(values, contract, name, first)
+
+
+def _check_normalised(values: np.ndarray, contract: Mapping[str, Any], name: str, first: int) -> None:
+    """Per-variable statistics in the contract (a normalised gridded store): a channel whose mean
+    lies ``UNNORMALISED_MEAN`` normalised units from zero was not normalised (raw kelvin fed to a
+    model trained on standardised temperature, say); say how to normalise it."""
+    stats, names = contract.get("normalization"), contract.get("input_variables")
+    if not stats or not names or len(names) != values.shape[-1] or not values.size:
+        return
+    means = values.reshape(-1, values.shape[-1]).mean(axis=0, dtype=np.float64)
+    for var, mean in zip(names, means):
+        if abs(mean) > UNNORMALISED_MEAN and var in stats:
+            offset, scale = stats[var]
+            raise ValueError(
+                f"{name} channel '{var}' averages {mean:g} in samples {first}…{first + len(values) - 1}, "
+                f"{UNNORMALISED_MEAN:g}+ units from the model's normalised range: normalise it as in "
+                f"training, x = (v − {offset:g}) / {scale:g} (the checkpoint's data_contract.normalization)"
             )
 
 

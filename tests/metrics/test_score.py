@@ -148,3 +148,16 @@ def test_unknown_options_raise(options, match):
     pred, target = sevir_bytes(9)
     with pytest.raises(ValueError, match=match):
         score_arrays(pred, target, **options)
+
+
+def test_sevir_targets_in_the_wrong_scale_name_the_right_one():
+    pred, target = sevir_bytes(5)
+    with pytest.raises(ValueError, match=r"reach 254, but scale '01'.*pass --scale 255"):
+        score_arrays(pred, target, kind="sevir", scale="01")
+    with pytest.raises(ValueError, match=r"fractional values, but scale '255'.*pass --scale 01"):
+        score_arrays(pred / 255, target / 255, kind="sevir", scale="255")
+    standardised = (target - target.mean()) / target.std()
+    with pytest.raises(ValueError, match=r"go down to -1\.\d+;.*--metrics continuous"):
+        score_arrays(pred / 255, standardised, kind="sevir", scale="01")
+    dry = np.zeros_like(target)  # no echo at all is valid in either scale
+    assert score_arrays(pred, dry, kind="sevir", scale="255")["mse"] > 0

@@ -142,6 +142,14 @@ def test_forecast_file_and_plot_carry_each_channels_scaling(trained, capsys):
     figure = tmp_path / "temp.png"
     assert main(["plot", "--forecast", str(out), "--channel", "1", "--out", str(figure)]) == 0
     assert figure.stat().st_size > 0
+    # truths that do not line up with the forecast are refused, not drawn above it
+    np.save(tmp_path / "one_channel.npy", normalised[None, :2, ..., 1:].astype(np.float32))
+    np.save(tmp_path / "three_leads.npy", normalised[None].astype(np.float32))
+    plot = ["plot", "--forecast", str(out), "--out", str(tmp_path / "bad.png"), "--target"]
+    assert main([*plot, str(tmp_path / "one_channel.npy")]) == 2
+    assert "holds 1 channel(s) per frame but the model's target has 2" in capsys.readouterr().err
+    assert main([*plot, str(tmp_path / "three_leads.npy")]) == 2
+    assert "target has 3 frames per sample but the forecast 2 lead times" in capsys.readouterr().err
 
 
 def test_common_mistakes_on_own_data_name_the_fix(tmp_path, capsys):
@@ -162,3 +170,23 @@ def test_baseline_scored_in_place_of_the_configured_model_ignores_its_overrides(
     args = [*_experiment(tmp_path, root), "--set", "model_overrides={input_shape: [3, 16, 16, 2]}"]
     assert main(["test", "nbody", *args, "--model", "persistence"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["mse"] > 0
+
+
+def test_raw_contexts_for_a_normalised_model_are_refused_with_the_formula(trained, capsys):
+    tmp_path, root, ckpt = trained
+    with xr.open_dataset(root) as ds:
+        raw = np.stack([ds["precip"].values[:3], ds["temp"].values[:3]], axis=-1)[None]  # kelvin, mm/h
+    np.save(tmp_path / "raw.npy", raw.astype(np.float32))
+    args = [
+        "predict",
+        "--ckpt",
+        str(ckpt),
+        "--input",
+        str(tmp_path / "raw.npy"),
+        "--output",
+        str(tmp_path / "r.nc"),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "channel 'temp' averages 2" in err and "normalise it as in training, x = (v − 279.9" in err
+    assert not (tmp_path / "r.nc").exists()

@@ -138,8 +138,12 @@ def _select(da, args: argparse.Namespace, what: str):
     return np.asarray(da.values, dtype=np.float32)
 
 
-def _observed(path: Path | None, variable: str | None, index: int, args, what: str) -> np.ndarray | None:
-    """Sample ``index`` of a --target/--context file as ``(T, H, W)`` in the model's scale."""
+def _observed(
+    path: Path | None, variable: str | None, index: int, args, what: str, channels: int
+) -> np.ndarray | None:
+    """Sample ``index`` of a --target/--context file as ``(T, H, W)`` in the model's scale;
+    ``channels``: how many the file must hold (a file of other channels would be drawn as if it
+    showed the forecast's variable)."""
     if path is None:
         return None
     from earthcast.io.arrays import read_samples
@@ -147,8 +151,14 @@ def _observed(path: Path | None, variable: str | None, index: int, args, what: s
     hint = f"The forecast's sample {index} is row {index} of predict's --input; pass the aligned file"
     with read_samples(path, variable, start=index, count=1, what=what, hint=hint) as samples:
         values = samples.values[0]
+    held = values.shape[-1] if values.ndim == 4 else 1
+    if held != channels:
+        raise UserError(
+            f"{what} '{path}' holds {held} channel(s) per frame but the model's {what} has {channels}; "
+            f"pass the {what} in the model's layout (all channels, channel axis last)"
+        )
     if values.ndim == 4:
-        values = values[..., args.channel] if args.channel < values.shape[-1] else values[..., 0]
+        values = values[..., args.channel]
     if values.ndim != 3:
         raise UserError(f"{what} '{path}' samples have shape {values.shape}; expected (T, H, W[, C])")
     return np.asarray(values, dtype=np.float32)
@@ -177,6 +187,7 @@ def _plot_forecast(args: argparse.Namespace) -> int:
         da = ds[name]
         contract = json.loads(ds.attrs.get("data_contract", "{}"))
         factor, offset, units = _physical(da, args.channel)
+        channels = int(da.sizes.get("channel", 1))
         values = _select(da, args, "the forecast") * factor + offset  # ([s,] t, h, w)
         index = int(ds["sample"].values[args.sample])
         mean_name = f"{name}_ensemble_mean"
@@ -186,8 +197,10 @@ def _plot_forecast(args: argparse.Namespace) -> int:
         model = ds.attrs.get("model", "forecast")
         when = f", {np.datetime_as_string(ds['time'].values[args.sample], unit='m')}" if "time" in ds else ""
     interval = contract.get("frame_interval_minutes") or (lead[0] if clock and lead.size else None)
-    truth = _observed(args.target, args.target_var, index, args, "target")
-    context = _observed(args.context, args.context_var, index, args, "context")
+    out_channels = int(contract.get("channels_out") or channels)
+    in_channels = int(contract.get("channels_in") or out_channels)
+    truth = _observed(args.target, args.target_var, index, args, "target", out_channels)
+    context = _observed(args.context, args.context_var, index, args, "context", in_channels)
     truth, context = (None if a is None else a * factor + offset for a in (truth, context))
     ensemble = values.ndim == 4
     if ensemble:
@@ -223,6 +236,11 @@ def _plot_forecast(args: argparse.Namespace) -> int:
 
 
 def _check_frames(forecast: np.ndarray, truth: np.ndarray | None, what: str) -> None:
+    if truth is not None and truth.shape[0] != forecast.shape[0]:
+        raise UserError(
+            f"{what} has {truth.shape[0]} frames per sample but the forecast {forecast.shape[0]} lead "
+            "times; pass the targets aligned with the forecast (one frame per lead time)"
+        )
     if truth is not None and truth.shape[1:] != forecast.shape[1:]:
         raise UserError(
             f"{what} frames are {truth.shape[1]}×{truth.shape[2]} but the forecast's are "

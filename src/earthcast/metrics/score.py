@@ -101,6 +101,7 @@ def score_arrays(
         p = _chunk(pred, start, chunk_size, "pred", allow_nan=False)
         t = _chunk(target, start, chunk_size, "target", allow_nan=True)
         if kind == "sevir":
+            _check_sevir_scale(t, scale, start)
             p, t = _sevir_to_01(p, t, scale)
         elif kind == "enso" and bool(torch.isnan(t).any()):
             raise ValueError(
@@ -226,6 +227,32 @@ def _chunk(array: np.ndarray, start: int, size: int, name: str, allow_nan: bool)
             )
         )
     return chunk
+
+
+def _check_sevir_scale(target: Tensor, scale: str, first: int) -> None:
+    """VIL targets are bytes (integers up to 255) or bytes / 255; anything else would give CSI 0
+    or meaningless thresholds without a word, so name the scale that fits."""
+    observed = target[~torch.isnan(target)]
+    if not observed.numel():
+        return
+    low, high = float(observed.min()), float(observed.max())
+    where = f"targets of samples {first}…"
+    if low < -0.01:
+        raise ValueError(
+            f"score_arrays: {where} go down to {low:g}; SEVIR scores need VIL bytes (--scale 255) or "
+            "bytes / 255 (--scale 01). De-normalise standardised data first, or score it with "
+            "--metrics continuous"
+        )
+    if scale == "01" and high > 1.0 + 1e-3:
+        raise ValueError(
+            f"score_arrays: {where} reach {high:g}, but scale '01' means VIL in [0, 1]; for bytes "
+            "(0–255) pass --scale 255"
+        )
+    if scale == "255" and high <= 1.0 and bool(((observed > 0) & (observed < 1)).any()):
+        raise ValueError(
+            f"score_arrays: {where} lie in [0, 1] with fractional values, but scale '255' means VIL "
+            "bytes; for data in [0, 1] pass --scale 01"
+        )
 
 
 def _sevir_to_01(pred: Tensor, target: Tensor, scale: str) -> tuple[Tensor, Tensor]:
