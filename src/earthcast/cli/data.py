@@ -296,8 +296,8 @@ def _run_radar(args: argparse.Namespace) -> int:
             raise
         raise UserError(f"{err}; remove or replace that file, or narrow --start/--end") from err
     print(
-        f"wrote {out} (variable 'precip' (time, y, x)); "
-        "train on it with earthcast.data.gridded.GriddedDataset"
+        f"wrote {out} (variable 'precip' (time, y, x)); train on it with "
+        f"`earthcast fit radar --set data.root={out}` (README: Your own data)"
     )
     return 0
 

@@ -61,9 +61,11 @@ class ForecastDataModule(L.LightningDataModule):
         if self.spec.present(self.root):
             return
         if not self.config.synthesize:
+            where = "" if self.root.exists() else f" (no such path; relative paths start at {Path.cwd()})"
             raise FileNotFoundError(
-                f"no '{self.config.name}' data at {self.root}. {self.spec.source_hint}. For a demo or a "
-                "test, set data.synthesize=true to write a synthetic look-alike there."
+                f"no '{self.config.name}' data at {self.root}{where}. Give the data with --set "
+                f"data.root=PATH; {self.spec.source_hint}. For a demo or a test, set "
+                "data.synthesize=true to write a synthetic look-alike there."
             )
         if self.spec.synthesize is None:
             raise ValueError(f"data set '{self.config.name}' has no synthetic writer; provide real data")

@@ -157,13 +157,17 @@ class GriddedDataset(Dataset):
     ) -> tuple[str, str]:
         dims = ds[self._used[0]].dims
         if time_dim not in dims:
-            raise ValueError(f"variable '{self._used[0]}' has no time dimension '{time_dim}' (dims: {dims})")
+            raise ValueError(
+                f"variable '{self._used[0]}' has no time dimension '{time_dim}' (dims: {dims}); name it "
+                "with time_dim= (CLI: --set data.options.time_dim=<name>)"
+            )
         if y_dim is None or x_dim is None:
             pairs = [p for p in SPATIAL_DIM_PAIRS if p[0] in dims and p[1] in dims]
             if not pairs:
                 raise ValueError(
                     f"cannot find spatial dims of '{self._used[0]}' among {dims}; tried "
-                    f"{list(SPATIAL_DIM_PAIRS)}; pass y_dim= and x_dim="
+                    f"{list(SPATIAL_DIM_PAIRS)}; pass y_dim= and x_dim= (CLI: --set "
+                    "data.options.y_dim=<name> --set data.options.x_dim=<name>)"
                 )
             y_dim, x_dim = y_dim or pairs[0][0], x_dim or pairs[0][1]
         for var in self._used:
@@ -306,7 +310,8 @@ class GriddedDataset(Dataset):
                 if self.nan_policy == "raise":
                     raise ValueError(
                         f"NaN in variable '{var}' in the window starting at {self._label(start)} "
-                        f"({int(nan.sum())} values); pass nan_policy='zero' or 'keep'"
+                        f"({int(nan.sum())} values); pass nan_policy='zero' or 'keep' "
+                        "(CLI: --set data.options.nan_policy=zero)"
                     )
                 data[nan] = 0.0
         return data

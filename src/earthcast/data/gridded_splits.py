@@ -39,7 +39,10 @@ def fraction_slices(
         )
     with open_store(root, engine) as ds:
         if time_dim not in ds.dims:
-            raise ValueError(f"store {root} has no time dimension '{time_dim}' (dims: {dict(ds.sizes)})")
+            raise ValueError(
+                f"store {root} has no time dimension '{time_dim}' (dims: {dict(ds.sizes)}); name it with "
+                "--set data.options.time_dim=<name>"
+            )
         n = ds.sizes[time_dim]
         labels = ds[time_dim].values if time_dim in ds.coords else None
     bounds = np.round(np.cumsum([0.0, *fractions]) * n).astype(int)

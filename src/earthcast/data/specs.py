@@ -273,7 +273,8 @@ def gridded(defaults: dict[str, Any] | None = None, name: str = "gridded") -> Da
         synthesize=synthesize,
         describe=describe_gridded,
         info={"variable": "", "units": "", "scale": "none", "frame_interval_minutes": None, "thresholds": []},
-        source_hint="import radar composites with earthcast.data.radar.import_radar(source, path, out)",
+        source_hint="any NetCDF/Zarr store with a time dimension works; radar composites are imported "
+        "with `earthcast data import-radar`",
     )
 
 
