@@ -105,6 +105,38 @@ def test_nan_policy(tmp_path: Path):
     assert torch.isnan(GriddedDataset(source, ["precip"], 2, 2, nan_policy="keep")[2]["inputs"][1, 0, 0, 0])
     mm = GriddedDataset(source, ["precip"], 2, 2, normalization="minmax", nan_policy="zero")
     assert np.isfinite(mm.stats["precip"]).all()
+    # the statistics pass reads every frame anyway: NaN is refused when the data set is built
+    with pytest.raises(ValueError, match=r"NaN in variable 'precip' at time 2020-01-01T00:30:00"):
+        GriddedDataset(source, ["precip"], 2, 2, normalization="standard")
+
+
+def _monthly(times) -> xr.Dataset:
+    values = np.random.default_rng(0).random((len(times), 3, 4)).astype(np.float32)
+    return xr.Dataset({"sst": (("time", "lat", "lon"), values)}, coords={"time": times})
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        pd.date_range("2000-01-01", periods=30, freq="MS").values,  # month starts: 28-31 days apart
+        np.array([np.datetime64(f"{2000 + i // 12}-{i % 12 + 1:02d}-{15 + i % 2}T12:00") for i in range(30)]),
+        xr.date_range("2000-01-01", periods=30, freq="MS", calendar="noleap", use_cftime=True).values,
+        xr.date_range("2000-01-16", periods=30, freq="MS", calendar="360_day", use_cftime=True).values,
+    ],
+    ids=["month-start", "mid-month", "cftime-noleap", "cftime-360-day"],
+)
+def test_monthly_series_are_regular_and_their_gaps_are_found(times):
+    full = GriddedDataset(_monthly(times), ["sst"], 6, 6)
+    # calendar months have no fixed clock interval, except in the 360-day calendar
+    assert len(full) == 30 - 12 + 1 and full.time_step in (None, np.timedelta64(30, "D"))
+    gappy = GriddedDataset(_monthly(np.delete(times, 15)), ["sst"], 6, 6)
+    assert gappy.starts == [0, 1, 2, 3, *range(15, 29 - 12 + 1)]  # no window across the hole
+
+
+def test_daily_cftime_series_have_a_duration():
+    times = xr.date_range("2000-02-27", periods=10, freq="D", calendar="360_day", use_cftime=True).values
+    ds = GriddedDataset(_monthly(times), ["sst"], 2, 2)
+    assert ds.time_step == np.timedelta64(1, "D") and len(ds) == 7
 
 
 def test_errors(tmp_path: Path, store: Path):

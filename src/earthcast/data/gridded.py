@@ -45,6 +45,7 @@ import xarray as xr
 from einops import rearrange
 from torch.utils.data import Dataset
 
+from earthcast.data.time_steps import is_time_axis, regular_steps
 from earthcast.data.windows import valid_window_starts, window_starts
 
 __all__ = ["SPATIAL_DIM_PAIRS", "GriddedDataset", "open_store"]
@@ -205,17 +206,10 @@ class GriddedDataset(Dataset):
                 f"longer than the {length} selected time steps"
             )
         self.time_step = None
-        if (
-            skip_gaps
-            and self.times is not None
-            and np.issubdtype(self.times.dtype, np.datetime64)
-            and length > 1
-        ):
-            steps = np.diff(self.times)
-            values, counts = np.unique(steps, return_counts=True)
-            self.time_step = values[np.argmax(counts)]
-            breaks = [False, *(steps != self.time_step).tolist()]
-            starts = valid_window_starts(breaks, self.seq_len, self.stride)
+        if skip_gaps and is_time_axis(self.times):
+            steps = regular_steps(self.times)  # fixed durations or calendar months, any calendar
+            self.time_step = steps.duration
+            starts = valid_window_starts(steps.breaks, self.seq_len, self.stride)
             if not starts:
                 raise ValueError(
                     f"every window of {self.seq_len} frames straddles a gap in '{self.time_dim}'"
@@ -253,6 +247,7 @@ class GriddedDataset(Dataset):
         count, total, total_sq, low, high = 0, 0.0, 0.0, np.inf, -np.inf
         for a in range(self._t0, self._t1, _STATS_BLOCK):
             block = ds[var].isel({self.time_dim: slice(a, min(a + _STATS_BLOCK, self._t1))}).values
+            self._refuse_nan_early(var, block, a)
             finite = block[np.isfinite(block)].astype(np.float64)
             if finite.size:
                 count += finite.size
@@ -264,6 +259,19 @@ class GriddedDataset(Dataset):
             return float(low), float(high - low) or 1.0
         mean = total / count
         return float(mean), float(np.sqrt(max(total_sq / count - mean**2, 0.0))) or 1.0
+
+    def _refuse_nan_early(self, var: str, block: np.ndarray, first: int) -> None:
+        """Under ``nan_policy="raise"`` the statistics pass, which reads the whole range anyway,
+        reports NaN before training starts rather than when a batch first meets it."""
+        if self.nan_policy != "raise":
+            return
+        nan = np.isnan(block)
+        if nan.any():
+            frame = first + int(np.argwhere(nan)[0][0]) - self._t0
+            raise ValueError(
+                f"NaN in variable '{var}' at time {self._label(frame)} ({int(nan.sum())} values in "
+                f"that block); pass nan_policy='zero' or 'keep' (CLI: --set data.options.nan_policy=zero)"
+            )
 
     # ------------------------------------------------------------------ access
     def _dataset(self) -> xr.Dataset:
