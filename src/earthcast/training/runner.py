@@ -119,8 +119,8 @@ def fit(
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     last = out / CHECKPOINT_DIR / LAST_NAME
     return FitResult(
-        best_ckpt=Path(best) if best else None,
-        last_ckpt=last if last.is_file() else None,
+        best_ckpt=Path(best).resolve() if best else None,
+        last_ckpt=last.resolve() if last.is_file() else None,
         metrics=_floats(trainer.callback_metrics),
         out_dir=out,
     )
