@@ -226,6 +226,7 @@ def iter_forecasts(
     progress: bool | None = None,
     ensemble: bool | None = None,
     name: str = "input",
+    first_sample: int = 0,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Forecast ``contexts`` one batch at a time; yields ``(first sample, forecasts)``.
 
@@ -244,6 +245,9 @@ def iter_forecasts(
         ensemble: True requires ensemble outputs ``(B, S, …)``, False deterministic ones; checked
             on the first batch, so a wrong model fails before the whole input is forecast.
         name: how the contexts are called in error messages.
+        first_sample: index of ``contexts[0]`` in its file; models with a ``begin_batch(index)``
+            method (seeded PreDiff ensembles) learn each batch's first index, so a sample's
+            forecast does not depend on the batching.
 
     Yields:
         ``(start, forecast)``: float32 ``(b, T_out, H, W, C_out)`` or ``(b, S, T_out, H, W, C_out)``
@@ -262,6 +266,8 @@ def iter_forecasts(
     for start in tqdm(range(0, total, batch_size), desc="forecasting", unit="batch", disable=not show):
         # np.array copies: memory-mapped inputs are read-only, which torch.from_numpy warns about
         rows = _as_float_context(np.array(contexts[start : start + batch_size]))
+        if hasattr(model, "begin_batch"):
+            model.begin_batch(first_sample + start)
         batch = torch.from_numpy(rows).to(device)
         # no_grad, not inference_mode: knowledge-controlled sampling re-enables autograd for ∇_{z_t}
         with torch.no_grad():

@@ -85,6 +85,17 @@ def test_contract(nbody_root):
     assert contract["scale"] == "255" and contract["scale_factor"] == 1.0 and contract["thresholds"] == []
 
 
+def test_datamodule_pickles_for_spawned_processes(nbody_root):
+    """``ddp_spawn`` and spawned notebooks pickle the data module; its spec holds closures."""
+    import pickle
+
+    dm = create_datamodule("nbody", root=str(nbody_root), in_len=3, out_len=5)
+    dm.setup("test")
+    copy = pickle.loads(pickle.dumps(dm))
+    assert copy.contract == dm.contract
+    assert torch.equal(copy.test_dataset[0]["inputs"], dm.test_dataset[0]["inputs"])
+
+
 def test_unknown_dataset_option_lists_the_accepted_ones(nbody_root):
     dm = create_datamodule("nbody", root=str(nbody_root), options={"rescal": "01"})
     with pytest.raises(ValueError, match=r"NBodyDataset does not take \['rescal'\].*'rescale'"):

@@ -72,6 +72,16 @@ def test_ddp_training_matches_one_process(trained):
     assert checkpoint["hyper_parameters"]["data_contract"]["in_len"] == 4
 
 
+def test_ddp_spawn_trains_like_one_process(trained):
+    """``ddp_spawn`` pickles the system and the data module into fresh processes."""
+    experiment, one, _ = trained
+    tmp = experiment.parent
+    spawn = ["--set", "trainer.strategy=ddp_spawn", "--set", "trainer.devices=2"]
+    run = run_cli(["fit", str(experiment), "--out", str(tmp / "spawn"), *spawn], cwd=tmp)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _json(run.stdout)["metrics"]["val/mse"] == pytest.approx(one["val/mse"], rel=1e-4)
+
+
 def test_ddp_evaluation_equals_one_process(trained):
     experiment, _, ckpt = trained
     one = evaluate(ckpt, load_config(experiment, ["trainer.devices=1"]), split="val")

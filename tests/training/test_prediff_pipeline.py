@@ -81,6 +81,23 @@ def test_diffusion_checkpoint_rebuilds_an_ensemble_forecaster(prediff_ckpt):
     assert torch.equal(ens, again)  # seeded ensembles are reproducible
 
 
+def test_seeded_ensembles_follow_the_sample_not_the_batch(prediff_ckpt):
+    model, _ = load_prediff(str(prediff_ckpt))
+    model.sampling = model.sampling.__class__(num_inference_steps=3, num_samples=3)
+    contexts = torch.rand(3, 3, 16, 16, 1)
+    model.seed_ensembles(7)
+    together = model(contexts)  # samples 0, 1, 2 in one batch
+    model.seed_ensembles(7, first_sample=1)
+    alone = model(contexts[1:2])  # sample 1 on its own
+    model.begin_batch(2)
+    last = model(contexts[2:])
+    torch.testing.assert_close(alone[0], together[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(last[0], together[2], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(together[0, 0], together[0, 1])  # members still differ
+    model.seed_ensembles(8)
+    assert not torch.allclose(model(contexts[:1]), together[:1])  # another seed, another ensemble
+
+
 def test_forward_is_the_forecaster_contract_with_default_sampling(prediff_ckpt):
     model, _ = load_prediff(str(prediff_ckpt))
     model.sampling = model.sampling.__class__(num_inference_steps=2, num_samples=2)
@@ -154,6 +171,13 @@ def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path):
         prob = next(ds[n] for n in names if n.endswith("exceedance_probability"))
         assert float(prob.min()) >= 0 and float(prob.max()) <= 1
     assert main([*args, "--overwrite", "--eta", "2"]) == 2  # bad sampling options are named
+    # with the same --seed, sample 1 gets the same members alone (--index 1) as in a batch of 2
+    single = tmp_path / "one.nc"
+    one = ["predict", "--ckpt", str(prediff_ckpt), "--input", str(contexts), "--output", str(single)]
+    assert main([*one, "--quiet", "--num-samples", "3", "--steps", "2", "--index", "1"]) == 0
+    with xr.open_dataset(out) as both, xr.open_dataset(single) as alone:
+        name = next(n for n in alone.data_vars if "member" in alone[n].dims)
+        np.testing.assert_allclose(alone[name].values[0], both[name].values[1], rtol=1e-4, atol=1e-5)
 
 
 def test_sampling_options_are_refused_for_deterministic_checkpoints(tmp_path, capsys):

@@ -216,7 +216,8 @@ def configure_sampling(model: nn.Module, args: argparse.Namespace) -> None:
         model.sampling = dataclasses.replace(model.sampling, **given)
     except ValueError as err:
         raise UserError(str(err)) from err
-    torch.manual_seed(args.seed)  # the sampler draws from the global generator in predict
+    torch.manual_seed(args.seed)
+    model.seed_ensembles(args.seed)  # each sample's members from (seed, sample index): batching-proof
     model.guidance = _knowledge_control(args, model)
 
 
@@ -333,6 +334,7 @@ def predict_file(
             progress=progress,
             ensemble=True if thresholds else None,
             name=f"input '{input_path}'",
+            first_sample=start,  # position in the file: seeded ensembles follow the sample, not the batch
         )
         first = next(batches)  # the first batch tells whether the model returns an ensemble
         if first[1].ndim == 6 and thresholds is None:

@@ -56,6 +56,19 @@ class ForecastDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self._resume: dict[str, int] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for spawned processes (``ddp_spawn``, notebooks): the spec holds closures, so
+        it travels as its registered name and is looked up again on arrival."""
+        state = self.__dict__.copy()
+        state["spec"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from earthcast.data import DATASETS
+
+        self.__dict__.update(state)
+        self.spec = DATASETS.create(self.config.name)
+
     # ------------------------------------------------------------------------------ stages
     def prepare_data(self) -> None:
         if self.spec.present(self.root):

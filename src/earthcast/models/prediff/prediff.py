@@ -28,6 +28,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from earthcast.models.prediff.diffusion import NoiseSchedule, create_sampler, sample_latents
+from earthcast.models.prediff.diffusion.noise import NoiseSource, per_context_generators
 from earthcast.models.prediff.diffusion.sampler_base import MeanShift
 
 #: ``guidance(context (B·S, T_in, H, W, C)) -> mean_shift`` — built per call because the target
@@ -95,6 +96,9 @@ class PreDiff(nn.Module):
         self.context_len, self.target_len = cfg.context_len, cfg.target_len
         #: knowledge control used by ``forward`` (``forecast`` takes it per call); see ``knowledge/``
         self.guidance: GuidanceFactory | None = None
+        # seeded ensembles (``seed_ensembles``): every context draws from its own stream
+        self.noise_seed: int | None = None
+        self._next_sample = 0
 
     def train(self, mode: bool = True) -> PreDiff:
         super().train(mode)
@@ -140,7 +144,7 @@ class PreDiff(nn.Module):
         num_inference_steps: int | None = None,
         eta: float | None = None,
         guidance: GuidanceFactory | None = None,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
         progress: bool = False,
     ) -> Tensor:
         """Ensemble forecast ``(B, T_in, H, W, C)`` → ``(B, S, T_out, H, W, C)``.
@@ -150,7 +154,8 @@ class PreDiff(nn.Module):
             num_samples: ensemble members ``S`` (default ``sampling.num_samples``).
             sampler, num_inference_steps, eta: override ``self.sampling``.
             guidance: knowledge control, ``guidance(context repeated S times) -> mean_shift``.
-            generator: seeds every member's noise (reproducible ensembles).
+            generator: seeds every member's noise (reproducible ensembles); one generator per
+                context makes each context's ensemble independent of its batch.
             progress: tqdm bar over the denoising steps.
         """
         self.check_context(context)
@@ -174,7 +179,7 @@ class PreDiff(nn.Module):
         context: Tensor,
         cfg: SamplingConfig,
         guidance: GuidanceFactory | None,
-        generator: torch.Generator | None,
+        generator: NoiseSource,
         progress: bool,
     ) -> Tensor:
         z_cond = self.encode_context(context)  # (N, T_in, h, w, c)
@@ -193,6 +198,22 @@ class PreDiff(nn.Module):
             dtype=z_cond.dtype,
         )
 
+    def seed_ensembles(self, seed: int | None, first_sample: int = 0) -> None:
+        """Make ``forward`` reproducible per context: the ``k``-th context it sees from now on
+        (counting from ``first_sample``) gets members from a stream seeded by ``(seed,
+        first_sample + k)``, whatever the batch it arrives in. ``None`` goes back to the
+        global generator."""
+        self.noise_seed, self._next_sample = seed, first_sample
+
+    def begin_batch(self, first_sample: int) -> None:
+        """Called by ``inference.iter_forecasts``: the next batch starts at input sample ``first_sample``."""
+        self._next_sample = first_sample
+
     def forward(self, context: Tensor) -> Tensor:
         """Forecaster contract: ``(B, T_in, H, W, C)`` → ensemble ``(B, S, T_out, H, W, C)``."""
-        return self.forecast(context, guidance=self.guidance)
+        generator = None
+        if self.noise_seed is not None:
+            ids = range(self._next_sample, self._next_sample + context.shape[0])
+            generator = per_context_generators(self.noise_seed, ids, context.device)
+            self._next_sample += context.shape[0]
+        return self.forecast(context, guidance=self.guidance, generator=generator)

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from earthcast.models.prediff.diffusion.noise import NoiseSource, standard_normal
 from earthcast.models.prediff.diffusion.schedule import _LOG_VARIANCE_FLOOR, NoiseSchedule
 
 TimestepSpacing = Literal["leading", "trailing"]
@@ -115,7 +116,7 @@ class Sampler:
         eps_pred: Tensor,
         t: int | Tensor,
         z_t: Tensor,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
         mean_shift: MeanShift | None = None,
     ) -> SamplerOutput:
         """One reverse step z_t → z_{t'}: ẑ_0, the subclass's transition, then :meth:`_finish`.
@@ -183,7 +184,7 @@ class Sampler:
         mean: Tensor,
         noise_std: float,
         guide_std: float,
-        generator: torch.Generator | None,
+        generator: NoiseSource,
         mean_shift: MeanShift | None,
     ) -> SamplerOutput:
         """Shared tail: (1) optional mean shift, (2) add noise unless this is the last step."""
@@ -199,5 +200,5 @@ class Sampler:
             std = z_t.new_zeros(per_sample)
             return SamplerOutput(prev_sample=mean, pred_z0=pred_z0, mean=mean, std=std)
         std = z_t.new_full(per_sample, noise_std)
-        noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
+        noise = standard_normal(z_t.shape, generator, z_t.device, z_t.dtype)
         return SamplerOutput(prev_sample=mean + std * noise, pred_z0=pred_z0, mean=mean, std=std)

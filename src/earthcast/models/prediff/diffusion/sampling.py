@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from earthcast.models.prediff.diffusion.noise import NoiseSource, standard_normal
 from earthcast.models.prediff.diffusion.sampler_base import MeanShift, Sampler
 
 DenoiserFn = Callable[[Tensor, Tensor], Tensor]
@@ -28,7 +29,7 @@ def sample_latents(
     shape: Sequence[int],
     sampler: Sampler,
     num_inference_steps: int,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource = None,
     mean_shift: MeanShift | None = None,
     progress: bool = False,
     noise: Tensor | None = None,
@@ -44,7 +45,8 @@ def sample_latents(
         shape: latent shape ``(b, ...)``, e.g. ``(b, t, h, w, c)``.
         sampler: a DDPM/DDIM sampler; its ``set_timesteps(num_inference_steps)`` is called here.
         num_inference_steps: length of the chain.
-        generator: seeds the initial noise and every step's noise (reproducible samples).
+        generator: seeds the initial noise and every step's noise (reproducible samples); a
+            sequence gives every context its own stream (``diffusion/noise.py``).
         mean_shift: optional ``(z_t, t, mean, std) -> Tensor | None`` added to every transition mean.
         progress: show a tqdm bar over the steps.
         noise: optional initial z_T ``shape``; drawn from ``generator`` when omitted.
@@ -64,7 +66,7 @@ def sample_latents(
 
 def _initial_noise(
     shape: Sequence[int],
-    generator: torch.Generator | None,
+    generator: NoiseSource,
     noise: Tensor | None,
     device: torch.device | str | None,
     dtype: torch.dtype,
@@ -73,6 +75,4 @@ def _initial_noise(
         if tuple(noise.shape) != tuple(shape):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
         return noise
-    if device is None and generator is not None:
-        device = generator.device  # a CUDA generator can only fill CUDA tensors
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return standard_normal(shape, generator, device, dtype)
