@@ -110,6 +110,12 @@ def _check_shape(shape: tuple[int, ...], contract: Mapping[str, Any], name: str)
         for axis, got in axes.items()
         if got != int(contract[{"T_in": "in_len", "H": "height", "W": "width", "C": "channels_in"}[axis]])
     ]
+    one_context = tuple(int(contract[k]) for k in ("in_len", "height", "width", "channels_in"))
+    if problems and tuple(shape) == one_context:
+        raise ValueError(
+            f"{name} has shape {shape}: one context without the sample axis; the model expects "
+            f"{wanted}. Add the sample axis with array[None]"
+        )
     if problems:
         dataset = f" (trained on '{contract['dataset']}')" if contract.get("dataset") else ""
         raise ValueError(
@@ -258,9 +264,23 @@ def iter_forecasts(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(contexts, torch.Tensor):
+        contexts = contexts.detach().cpu().numpy()
     _check_layout(contexts, contract, name)
+    if len(contexts) == 0:
+        raise ValueError(f"{name} holds no contexts (N = 0); give at least one {expected_shape(contract)}")
     _check_all_values(contexts, contract, name)
+    was_training = model.training
     model = model.to(device).eval()
+    try:
+        yield from _forecast_batches(
+            model, contexts, contract, batch_size, device, progress, ensemble, first_sample
+        )
+    finally:
+        model.train(was_training)  # the caller's model comes back in the mode it was given
+
+
+def _forecast_batches(model, contexts, contract, batch_size, device, progress, ensemble, first_sample):
     show = sys.stderr.isatty() if progress is None else progress
     total = len(contexts)
     for start in tqdm(range(0, total, batch_size), desc="forecasting", unit="batch", disable=not show):

@@ -143,6 +143,18 @@ def test_forecast_arrays_gathers_the_batches():
     np.testing.assert_allclose(whole[:, 1, :, ..., 0], values[:, -1:].repeat(T, axis=1), atol=1e-7)
 
 
+def test_forecast_arrays_takes_tensors_keeps_the_mode_and_names_layout_mistakes():
+    values = _contexts()
+    model = _Shift().train()
+    from_tensor = inference.forecast_arrays(model, torch.from_numpy(values), TINY_CONTRACT)
+    np.testing.assert_array_equal(from_tensor, inference.forecast_arrays(model, values, TINY_CONTRACT))
+    assert model.training  # handed back in the mode it came in
+    with pytest.raises(ValueError, match=r"array\[None\]"):  # one context without its sample axis
+        inference.forecast_arrays(model, values[0], TINY_CONTRACT)
+    with pytest.raises(ValueError, match=r"holds no contexts \(N = 0\)"):
+        inference.forecast_arrays(model, values[:0], TINY_CONTRACT)
+
+
 # ---------------------------------------------------------------- NetCDF written in batches
 
 

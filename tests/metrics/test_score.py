@@ -161,3 +161,11 @@ def test_sevir_targets_in_the_wrong_scale_name_the_right_one():
         score_arrays(pred / 255, standardised, kind="sevir", scale="01")
     dry = np.zeros_like(target)  # no echo at all is valid in either scale
     assert score_arrays(pred, dry, kind="sevir", scale="255")["mse"] > 0
+
+
+def test_one_member_ensemble_scores_crps_as_mae_without_spread():
+    pred, target = sevir_bytes(6)
+    out = score_arrays(pred[:, None] / 255, target / 255, kind="sevir", ensemble=True)
+    assert out["crps"] == pytest.approx(out["mae"], rel=1e-6)
+    assert not any(key.startswith("spread") for key in out)
+    assert len(out["rank_histogram"]) == 2

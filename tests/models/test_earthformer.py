@@ -176,6 +176,13 @@ def test_invalid_configs_are_rejected_with_a_reason(bad, match):
         EarthformerConfig(**bad)
 
 
+def test_a_sample_without_batch_axis_is_named():
+    model = earthcast.create_model("earthformer_nbody_tiny")
+    x = torch.rand(*model.config.input_shape)
+    with pytest.raises(ValueError, match=r"without the batch axis; pass x\[None\]"):
+        model(x)
+
+
 def test_unknown_override_lists_valid_keys():
     with pytest.raises(ValueError, match="base_units"):
         earthcast.create_model("earthformer_nbody_tiny", base_unit=8)

@@ -255,6 +255,10 @@ def test_every_cross_pattern_runs_forward_backward(name):
 def test_unknown_pattern_lists_valid_names():
     with pytest.raises(ValueError, match="axial"):
         get_self_pattern("axail", (4, 4, 4))
+    from earthcast.nn.cuboid.patterns import list_patterns
+
+    with pytest.raises(ValueError, match="'self' or 'cross'"):
+        list_patterns("selff")
 
 
 def test_pattern_table_matches_spec():

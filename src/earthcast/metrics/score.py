@@ -92,7 +92,7 @@ def score_arrays(
     forecast_shape = tuple(pred.shape[:1] + pred.shape[2:]) if ensemble else tuple(pred.shape)
     _check_shapes(forecast_shape, tuple(target.shape), kind)
     metrics = _build_metrics(kind, scale, mode)
-    members_metrics = _ensemble_metrics(kind) if ensemble else {}
+    members_metrics = _ensemble_metrics(kind, pred.shape[1]) if ensemble else {}
     n_samples, n_valid = pred.shape[0], 0
     show = sys.stderr.isatty() if progress is None else progress
     for start in tqdm(
@@ -182,10 +182,12 @@ def _check_numeric(array, name: str) -> None:
         )
 
 
-def _ensemble_metrics(kind: str) -> dict[str, Metric]:
+def _ensemble_metrics(kind: str, members: int) -> dict[str, Metric]:
     from earthcast.metrics.probabilistic import BrierScore, RankHistogram, ensemble_skill_metrics
 
     metrics = {**ensemble_skill_metrics(), "rank_histogram": RankHistogram()}
+    if members < 2:  # a single member has no spread; its CRPS is its MAE
+        del metrics["spread_skill"]
     if kind == "sevir":  # chunks are on the [0, 1] scale here; thresholds are VIL codes
         metrics["brier"] = BrierScore(SEVIR_THRESHOLDS, n_bins=10, scale=SEVIR_SCALE)
     return metrics

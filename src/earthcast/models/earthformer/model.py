@@ -113,6 +113,11 @@ class Earthformer(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         expected = self.config.input_shape
+        if x.ndim == len(expected) and tuple(x.shape) == tuple(expected):  # ndim first: no guard on B
+            raise ValueError(
+                f"Earthformer got one sample {tuple(x.shape)} without the batch axis; pass x[None] "
+                f"(B, {', '.join(map(str, expected))})"
+            )
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(
                 f"Earthformer expects input (B, T, H, W, C) = (B, {', '.join(map(str, expected))}), got "

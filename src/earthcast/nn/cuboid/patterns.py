@@ -50,6 +50,9 @@ def get_cross_pattern(name: str, mem_shape: Sequence[int]) -> list[CrossLayer]:
 
 
 def list_patterns(kind: str = "self") -> list[str]:
+    """Registered pattern names of ``kind`` ``"self"`` or ``"cross"``."""
+    if kind not in ("self", "cross"):
+        raise ValueError(f"pattern kind must be 'self' or 'cross', got {kind!r}")
     return (SELF_PATTERNS if kind == "self" else CROSS_PATTERNS).names()
 
 
