@@ -193,7 +193,7 @@ def test_sampling_options_are_refused_for_deterministic_checkpoints(tmp_path, ca
         configure_sampling(torch.nn.Linear(1, 1), Args())
 
 
-def test_cli_predict_with_knowledge_control(prediff_ckpt, tmp_path):
+def test_cli_predict_with_knowledge_control(prediff_ckpt, tmp_path, capsys):
     import numpy as np
     import xarray as xr
 
@@ -215,5 +215,32 @@ def test_cli_predict_with_knowledge_control(prediff_ckpt, tmp_path):
     with xr.open_dataset(plain) as a, xr.open_dataset(decoded) as b:
         name = next(n for n in a.data_vars if "member" in a[n].dims)
         assert not np.allclose(a[name].values, b[name].values)
+    # λ = 0 through the CLI is the unguided ensemble: loading the alignment draws no member noise
+    zero = tmp_path / "zero.nc"
+    zero_args = [*base, "--alignment", str(pytest.alignment_ckpt), "--guidance-scale", "0"]
+    assert main([*zero_args, "--anticipate=+2sigma", "--output", str(zero)]) == 0
+    with xr.open_dataset(plain) as a, xr.open_dataset(zero) as b:
+        name = next(n for n in a.data_vars if "member" in a[n].dims)
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    # an alignment network from another VAE's latents, or from other data, is refused
+    recorded = torch.load(pytest.alignment_ckpt, weights_only=False)
+    assert recorded["hyper_parameters"]["vae_fingerprint"] and recorded["hyper_parameters"]["data_contract"]
+    for key, value, message in (
+        ("vae_fingerprint", "0123456789abcdef", "latents of another VAE"),
+        ("data_contract", {**recorded["hyper_parameters"]["data_contract"], "height": 32}, "height 32 vs 16"),
+    ):
+        foreign = tmp_path / f"foreign_{key}.ckpt"
+        torch.save({**recorded, "hyper_parameters": {**recorded["hyper_parameters"], key: value}}, foreign)
+        args = [
+            *base,
+            "--alignment",
+            str(foreign),
+            "--guidance-scale",
+            "5",
+            "--output",
+            str(tmp_path / "f.nc"),
+        ]
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
     assert main([*guided, "--anticipate=two", "--output", str(tmp_path / "x.nc")]) == 2
     assert main([*base, "--anticipate=+1sigma", "--output", str(tmp_path / "y.nc")]) == 2

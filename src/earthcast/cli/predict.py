@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_paths(args)
     model, contract, info = load_checkpoint(args.ckpt, args.device)
-    configure_sampling(model, args)
+    configure_sampling(model, args, contract)
     start, count = (args.index, 1) if args.index is not None else (args.start, args.count)
     predict_file(
         model,
@@ -188,7 +188,9 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
     return model.eval(), dict(info["data_contract"]), provenance
 
 
-def configure_sampling(model: nn.Module, args: argparse.Namespace) -> None:
+def configure_sampling(
+    model: nn.Module, args: argparse.Namespace, contract: dict[str, Any] | None = None
+) -> None:
     """Apply ``--num-samples/--sampler/--steps/--eta/--seed`` to a PreDiff model (refused for others)."""
     import dataclasses
 
@@ -218,10 +220,10 @@ def configure_sampling(model: nn.Module, args: argparse.Namespace) -> None:
         raise UserError(str(err)) from err
     torch.manual_seed(args.seed)
     model.seed_ensembles(args.seed)  # each sample's members from (seed, sample index): batching-proof
-    model.guidance = _knowledge_control(args, model)
+    model.guidance = _knowledge_control(args, model, contract)
 
 
-def _knowledge_control(args: argparse.Namespace, model: nn.Module):
+def _knowledge_control(args: argparse.Namespace, model: nn.Module, contract: dict[str, Any] | None):
     """``--alignment/--anticipate/--guide-by/--guidance-scale`` → a guidance factory for the
     ``PreDiff`` ``model`` (or ``None``)."""
     if args.alignment is None:
@@ -238,6 +240,7 @@ def _knowledge_control(args: argparse.Namespace, model: nn.Module):
     if not args.alignment.is_file():
         raise UserError(f"--alignment '{args.alignment}' not found")
     loaded = load_alignment(args.alignment)
+    _check_alignment_fits(loaded, model, contract, args.alignment)
     options = {}
     if args.anticipate is not None:
         if loaded.constraint.name != "mean_intensity":
@@ -262,6 +265,26 @@ def _knowledge_control(args: argparse.Namespace, model: nn.Module):
         )
 
     return guidance
+
+
+_PAIRED_KEYS = ("dataset", "in_len", "out_len", "height", "width", "channels_out")
+
+
+def _check_alignment_fits(loaded, model: nn.Module, contract: dict[str, Any] | None, path: Path) -> None:
+    """U_φ must come from the same VAE latent space and the same kind of data as the PreDiff model
+    (older alignment checkpoints carry neither record and pass)."""
+    from earthcast.models.prediff.vae.fingerprint import vae_fingerprint
+
+    if loaded.vae_fingerprint and loaded.vae_fingerprint != vae_fingerprint(model.vae):
+        raise UserError(
+            f"--alignment '{path}' was trained on the latents of another VAE than this PreDiff model's; "
+            "train the alignment stage with task_options.vae_ckpt set to this model's VAE checkpoint"
+        )
+    trained_on = loaded.data_contract or {}
+    clash = [k for k in _PAIRED_KEYS if contract and k in trained_on and trained_on[k] != contract.get(k)]
+    if clash:
+        detail = ", ".join(f"{k} {trained_on[k]!r} vs {contract[k]!r}" for k in clash)
+        raise UserError(f"--alignment '{path}' was trained on other data than this model ({detail})")
 
 
 def _sha256(path: Path) -> str:

@@ -56,6 +56,7 @@ from earthcast.models.prediff.denoiser.alignment import AlignmentNetwork
 from earthcast.models.prediff.denoiser.config import AlignmentConfig
 from earthcast.models.prediff.diffusion.schedule import NoiseSchedule
 from earthcast.models.prediff.knowledge.constraints import CONSTRAINTS, Constraint
+from earthcast.models.prediff.vae.fingerprint import vae_fingerprint
 from earthcast.training.checkpoint import network_state, read_checkpoint
 from earthcast.training.config import OptimConfig, optim_config_from_dict
 from earthcast.training.optim import lightning_optimizers
@@ -89,7 +90,8 @@ class AlignmentSystem(L.LightningModule):
         latent_jitter: ``j ≥ 0``, the largest std of the Gaussian perturbation of ``z_0`` (needs
             ``target="decoded"`` when > 0).
         latent_scale: the diffusion model's latent scale (latents are ``encode(x) · latent_scale``).
-        vae_config, earthcast_version: provenance written into checkpoints; not used.
+        vae_config, earthcast_version, vae_fingerprint, data_contract: provenance written into
+            checkpoints (guided sampling checks the last two against the PreDiff model); not used.
     """
 
     def __init__(
@@ -108,6 +110,8 @@ class AlignmentSystem(L.LightningModule):
         latent_scale: float = 1.0,
         vae_config: dict[str, Any] | None = None,
         earthcast_version: str | None = None,
+        vae_fingerprint: str | None = None,
+        data_contract: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _check_target(target, latent_jitter, latent_scale)
@@ -131,7 +135,15 @@ class AlignmentSystem(L.LightningModule):
             "constraint_options": self.constraint.build_options(),
             "schedule": self.schedule.to_dict(),
             "vae_config": _vae_config(self.vae),
+            "vae_fingerprint": vae_fingerprint(self.vae),
         }
+
+    def setup(self, stage: str) -> None:
+        """Record the data contract, so guided sampling can refuse another data set's U_φ."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        contract = getattr(datamodule, "contract", None)
+        if contract is not None:
+            self.hparams["data_contract"] = contract
 
     @property
     def selection_metric(self) -> str:
@@ -220,10 +232,13 @@ class AlignmentSystem(L.LightningModule):
 
 
 class LoadedAlignment(NamedTuple):
-    """What guided sampling needs from an alignment checkpoint."""
+    """What guided sampling needs from an alignment checkpoint, and what it was trained with
+    (``vae_fingerprint``, ``data_contract``; absent in checkpoints written before they were kept)."""
 
     network: AlignmentNetwork
     constraint: Constraint
+    vae_fingerprint: str | None = None
+    data_contract: dict[str, Any] | None = None
 
 
 def load_alignment(path: str | os.PathLike, map_location: Any = "cpu") -> LoadedAlignment:
@@ -247,7 +262,12 @@ def load_alignment(path: str | os.PathLike, map_location: Any = "cpu") -> Loaded
         constraint.load_state_dict(network_state(state, CONSTRAINT_PREFIX))
     except RuntimeError as err:
         raise ValueError(f"the weights in '{path}' do not fit the recorded configs: {err}") from err
-    return LoadedAlignment(net.requires_grad_(False).eval(), constraint.requires_grad_(False).eval())
+    return LoadedAlignment(
+        net.requires_grad_(False).eval(),
+        constraint.requires_grad_(False).eval(),
+        hparams.get("vae_fingerprint"),
+        hparams.get("data_contract"),
+    )
 
 
 # ------------------------------------------------------------------------------------ helpers
