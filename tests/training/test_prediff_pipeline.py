@@ -154,6 +154,8 @@ def test_decoded_guidance_moves_the_decoded_statistic(prediff_ckpt):
 
 
 def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path):
+    import json
+
     import numpy as np
     import xarray as xr
 
@@ -171,6 +173,12 @@ def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path):
         prob = next(ds[n] for n in names if n.endswith("exceedance_probability"))
         assert float(prob.min()) >= 0 and float(prob.max()) <= 1
     assert main([*args, "--overwrite", "--eta", "2"]) == 2  # bad sampling options are named
+    with xr.open_dataset(out) as ds:  # how the ensemble was sampled travels with it
+        assert "--num-samples 3 --steps 2" in ds.attrs["history"]
+        record = json.loads(ds.attrs["sampling"])
+        assert (record["num_samples"], record["num_inference_steps"], record["seed"]) == (3, 2, 0)
+    for ignored in (["--guidance-scale", "0"], ["--sampler", "ddpm", "--eta", "0.5"]):
+        assert main([*args, "--overwrite", *ignored]) == 2  # flags that would do nothing are refused
     # with the same --seed, sample 1 gets the same members alone (--index 1) as in a batch of 2
     single = tmp_path / "one.nc"
     one = ["predict", "--ckpt", str(prediff_ckpt), "--input", str(contexts), "--output", str(single)]
@@ -185,11 +193,14 @@ def test_sampling_options_are_refused_for_deterministic_checkpoints(tmp_path, ca
 
     class Args:
         num_samples, sampler, steps, eta, seed = 4, None, None, None, 0
-        alignment, anticipate, guidance_scale = None, None, 50.0
+        alignment, anticipate, guide_by, guidance_scale = None, None, None, None
 
     from earthcast.cli import UserError
 
     with pytest.raises(UserError, match="--num-samples: only ensemble"):
+        configure_sampling(torch.nn.Linear(1, 1), Args())
+    Args.num_samples, Args.guidance_scale = None, 0.0
+    with pytest.raises(UserError, match="--guidance-scale: only ensemble"):
         configure_sampling(torch.nn.Linear(1, 1), Args())
 
 

@@ -8,8 +8,10 @@ The output layout is documented in ``earthcast.io.forecast``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import itertools
+import json
 import shlex
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -69,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ens.add_argument(
         "--guide-by",
         choices=("alignment", "decoded"),
-        default="alignment",
+        default=None,
         help="knowledge control differentiates the alignment network's reading of z_t (PreDiff, default) "
         "or the constraint's statistic of the frames decoded from the predicted clean latent (no U_phi; "
         "lands on the request far more exactly, ~1.6x the sampling time; needs its own --guidance-scale, "
@@ -78,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ens.add_argument(
         "--guidance-scale",
         type=float,
-        default=50.0,
+        default=None,
         help="knowledge-control strength lambda (default 50, the reference's); it depends on the model "
         "and the step count: tune it on validation data (benchmarks/knowledge_control.py does)",
     )
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         thresholds=args.thresholds,
-        attrs=provenance(args, info),
+        attrs={**provenance(args, info), **sampling_record(model, args)},
         progress=not args.quiet,
     )
     name = variable_name(contract)
@@ -188,12 +190,14 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
     return model.eval(), dict(info["data_contract"]), provenance
 
 
+DEFAULT_GUIDANCE_SCALE = 50.0
+"""The reference's knowledge-control strength λ."""
+
+
 def configure_sampling(
     model: nn.Module, args: argparse.Namespace, contract: dict[str, Any] | None = None
 ) -> None:
     """Apply ``--num-samples/--sampler/--steps/--eta/--seed`` to a PreDiff model (refused for others)."""
-    import dataclasses
-
     import torch
 
     from earthcast.models.prediff.prediff import PreDiff
@@ -206,12 +210,16 @@ def configure_sampling(
     }
     given = {k: v for k, v in given.items() if v is not None}
     if not isinstance(model, PreDiff):
-        if args.alignment is not None or args.anticipate is not None:
-            given["alignment"] = True
+        control = ("alignment", "anticipate", "guide_by", "guidance_scale")
+        given.update({k: True for k in control if getattr(args, k, None) is not None})
         if given:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given).replace(
+                "num-inference-steps", "steps"
+            )
             raise UserError(f"{flags}: only ensemble (PreDiff) checkpoints take sampling options")
         return
+    if given.get("sampler") == "ddpm" and "eta" in given:
+        raise UserError("--eta applies to the DDIM sampler; DDPM's step noise is fixed by the schedule")
     if given.get("sampler") == "ddpm" and "num_inference_steps" not in given:
         given["num_inference_steps"] = model.schedule.num_train_timesteps  # the exact ancestral chain
     try:
@@ -227,6 +235,13 @@ def _knowledge_control(args: argparse.Namespace, model: nn.Module, contract: dic
     """``--alignment/--anticipate/--guide-by/--guidance-scale`` → a guidance factory for the
     ``PreDiff`` ``model`` (or ``None``)."""
     if args.alignment is None:
+        ignored = [
+            f
+            for f, v in (("--guide-by", args.guide_by), ("--guidance-scale", args.guidance_scale))
+            if v is not None
+        ]
+        if ignored:
+            raise UserError(f"{', '.join(ignored)}: knowledge control needs --alignment CKPT")
         if args.anticipate is not None:
             raise UserError(
                 "--anticipate needs --alignment CKPT (a trained alignment run: its fitted constraint sets "
@@ -239,6 +254,8 @@ def _knowledge_control(args: argparse.Namespace, model: nn.Module, contract: dic
 
     if not args.alignment.is_file():
         raise UserError(f"--alignment '{args.alignment}' not found")
+    args.guide_by = args.guide_by or "alignment"
+    args.guidance_scale = DEFAULT_GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale
     loaded = load_alignment(args.alignment)
     _check_alignment_fits(loaded, model, contract, args.alignment)
     options = {}
@@ -295,18 +312,40 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sampling_record(model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+    """For ensembles, the global attribute ``sampling``: the effective sampler settings, seed and
+    knowledge control as JSON, so a guided (+2σ) file cannot pass for an unguided one."""
+    sampling = getattr(model, "sampling", None)
+    if sampling is None or not dataclasses.is_dataclass(sampling):
+        return {}
+    record: dict[str, Any] = {**dataclasses.asdict(sampling), "seed": args.seed}
+    if args.alignment is not None:
+        record["knowledge_control"] = {
+            "alignment": str(args.alignment),
+            "anticipate": args.anticipate,
+            "guide_by": args.guide_by,
+            "guidance_scale": args.guidance_scale,
+        }
+    return {"sampling": json.dumps(record, sort_keys=True)}
+
+
 def provenance(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
     """Global attributes ``title``, ``history``, ``source``, ``model``, ``checkpoint``, …"""
     from earthcast import __version__
 
     command = ["earthcast", "predict", "--ckpt", str(args.ckpt), "--input", str(args.input)]
     command += ["--output", str(args.output)]
-    for flag in ("var", "index", "count", "thresholds"):
+    flags = ("var", "index", "count", "thresholds", "num_samples", "sampler", "steps", "eta", "alignment")
+    for flag in flags:
         value = getattr(args, flag)
         if value is not None:
-            command += [f"--{flag}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+            option = f"--{flag.replace('_', '-')}"
+            command += [option, *(map(str, value) if isinstance(value, list) else [str(value)])]
     if args.index is None and args.start:
         command += ["--start", str(args.start)]
+    if args.alignment is not None:
+        command += [f"--anticipate={args.anticipate}"] if args.anticipate is not None else []
+        command += ["--guide-by", args.guide_by, "--guidance-scale", str(args.guidance_scale)]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "title": args.title,
