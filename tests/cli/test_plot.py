@@ -55,6 +55,30 @@ def test_forecast_alone_and_ensemble(cli, tmp_path: Path):
         assert animation.n_frames == 4
 
 
+def test_colour_range_covers_truth_and_members_and_member_needs_an_ensemble(
+    cli, contexts: Path, targets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import earthcast.viz.colormaps as colormaps
+
+    seen = {}
+    original = colormaps.colors_for
+
+    def spy(*args, **kwargs):
+        seen["data"] = kwargs["data"]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(colormaps, "colors_for", spy)
+    members = np.random.default_rng(7).random((3, 2, 4, 16, 16, 1), dtype=np.float32) * 0.1  # dim forecast
+    path = write_forecast(forecast_dataset(members, TINY_CONTRACT), tmp_path / "dim.nc")
+    code, _, err = cli("plot", "--forecast", path, "--target", targets, "--out", tmp_path / "p.png")
+    assert code == 0, err
+    truth = np.load(targets)[0] * 255  # the plot draws VIL codes
+    assert seen["data"].max() >= truth.max() - 1e-3  # the truth is not clipped by the forecast's range
+    deterministic = write_forecast(forecast_dataset(members[:, 0], TINY_CONTRACT), tmp_path / "det.nc")
+    code, _, err = cli("plot", "--forecast", deterministic, "--member", 1, "--out", tmp_path / "q.png")
+    assert code == 2 and "this forecast is deterministic" in err
+
+
 def test_rain_rate_units_choose_the_rain_map(cli, tmp_path: Path):
     contract = {**TINY_CONTRACT, "dataset": "radar", "variable": "precip", "units": "mm/h", "scale": "raw"}
     values = np.random.default_rng(6).gamma(0.5, 4.0, (1, 4, 16, 16, 1)).astype(np.float32)

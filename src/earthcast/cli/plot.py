@@ -38,7 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=Path, help="contexts: predict's --input")
     p.add_argument("--gif", type=Path, help="also write a GIF of truth vs forecast")
     p.add_argument("--sample", type=int, default=0, help="position of the sample in the forecast file")
-    p.add_argument("--member", type=int, default=0, help="ensemble member shown beside the ensemble mean")
+    p.add_argument(
+        "--member",
+        type=int,
+        help="ensemble member shown beside the ensemble mean (default 0; ensembles only)",
+    )
     p.add_argument("--channel", type=int, default=0, help="channel to show when there are several")
     p.add_argument("--var", help="forecast variable (default: the forecast written by predict)")
     p.add_argument("--target-var", help="variable of a NetCDF/Zarr --target")
@@ -203,13 +207,19 @@ def _plot_forecast(args: argparse.Namespace) -> int:
     context = _observed(args.context, args.context_var, index, args, "context", in_channels)
     truth, context = (None if a is None else a * factor + offset for a in (truth, context))
     ensemble = values.ndim == 4
+    if not ensemble and args.member is not None:
+        raise UserError("--member selects an ensemble member, but this forecast is deterministic")
     if ensemble:
+        args.member = 0 if args.member is None else args.member
         if not 0 <= args.member < values.shape[0]:
             raise UserError(f"--member {args.member} is outside the {values.shape[0]} ensemble members")
         member, values = values[args.member], (values.mean(axis=0) if mean is None else mean)
     _check_frames(values, truth, "target")
     # values are physical now: VIL as SEVIR codes, so the VIL map is drawn on the byte scale
-    colors = colors_for(units, variable=name, dataset=contract.get("dataset"), scale="255", data=values)
+    # the colour range covers every row drawn (truth, context, members), not the forecast alone
+    drawn = [a for a in (values, truth, context, member if ensemble else None) if a is not None]
+    every = np.concatenate([a.ravel() for a in drawn])
+    colors = colors_for(units, variable=name, dataset=contract.get("dataset"), scale="255", data=every)
     if colors.kind == "vil" and truth is not None:
         truth = np.where(truth >= 254.5, np.nan, truth)  # VIL code 255 marks missing observations
     label = "ensemble mean" if ensemble else "forecast"
