@@ -317,7 +317,15 @@ def _probabilities(values, contract, thresholds, name, space, coords) -> dict[st
     coords["threshold"] = (
         "threshold",
         np.asarray(thresholds, dtype=np.float64),
-        {"long_name": f"exceedance threshold of {name}", "units": cf_units(units)},
+        {
+            "long_name": f"exceedance threshold of {name}, in physical units",
+            "units": cf_units(units),
+            # the stored values are in the model's scale; say how τ meets them
+            "comment": "P(value × physical_scale_factor + physical_add_offset ≥ threshold)"
+            if scales is not None
+            else f"P(value × {float(factor):g} + {float(offset):g} ≥ threshold): τ is on the physical scale, "
+            "not the stored one",
+        },
     )
     probability = exceedance_probability(values, thresholds, factor, offset)
     attrs = {
