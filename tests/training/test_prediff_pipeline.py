@@ -153,7 +153,7 @@ def test_decoded_guidance_moves_the_decoded_statistic(prediff_ckpt):
     assert mean_intensity(guided(200.0, 1.0))[1] > plain_mean > mean_intensity(guided(200.0, 0.0))[1]
 
 
-def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path):
+def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path, capsys):
     import json
 
     import numpy as np
@@ -177,6 +177,8 @@ def test_cli_predict_writes_members_mean_and_exceedance(prediff_ckpt, tmp_path):
         assert "--num-samples 3 --steps 2" in ds.attrs["history"]
         record = json.loads(ds.attrs["sampling"])
         assert (record["num_samples"], record["num_inference_steps"], record["seed"]) == (3, 2, 0)
+    assert main([*args, "--overwrite", "--num-samples", "0"]) == 2
+    assert "--num-samples must be >= 1" in capsys.readouterr().err
     for ignored in (["--guidance-scale", "0"], ["--sampler", "ddpm", "--eta", "0.5"]):
         assert main([*args, "--overwrite", *ignored]) == 2  # flags that would do nothing are refused
     # with the same --seed, sample 1 gets the same members alone (--index 1) as in a batch of 2
@@ -253,5 +255,14 @@ def test_cli_predict_with_knowledge_control(prediff_ckpt, tmp_path, capsys):
         ]
         assert main(args) == 2
         assert message in capsys.readouterr().err
+    # the other stages' checkpoints are named when given where the forecaster belongs
+    vae_ckpt = prediff_ckpt.parents[2] / "vae" / "checkpoints" / "last.ckpt"
+    for stage, wrong in (
+        ("VAE (stage 1)", vae_ckpt),
+        ("alignment (knowledge control)", pytest.alignment_ckpt),
+    ):
+        args = ["predict", "--ckpt", str(wrong), "--input", str(contexts), "--output", str(tmp_path / "w.nc")]
+        assert main(args) == 2
+        assert f"is the {stage} checkpoint of a PreDiff run" in capsys.readouterr().err
     assert main([*guided, "--anticipate=two", "--output", str(tmp_path / "x.nc")]) == 2
     assert main([*base, "--anticipate=+1sigma", "--output", str(tmp_path / "y.nc")]) == 2

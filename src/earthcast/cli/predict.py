@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 import shlex
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -224,8 +225,15 @@ def configure_sampling(
         given["num_inference_steps"] = model.schedule.num_train_timesteps  # the exact ancestral chain
     try:
         model.sampling = dataclasses.replace(model.sampling, **given)
-    except ValueError as err:
-        raise UserError(str(err)) from err
+    except ValueError as err:  # the config names its fields; the user typed flags
+        message = str(err)
+        for field, flag in (
+            ("num_inference_steps", "--steps"),
+            ("num_samples", "--num-samples"),
+            ("eta", "--eta"),
+        ):
+            message = re.sub(rf"\b{field}\b", flag, message)
+        raise UserError(message) from err
     torch.manual_seed(args.seed)
     model.seed_ensembles(args.seed)  # each sample's members from (seed, sample index): batching-proof
     model.guidance = _knowledge_control(args, model, contract)

@@ -86,6 +86,17 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return checkpoint
 
 
+def _prediff_stage(hparams: Any) -> str | None:
+    """Which PreDiff training stage wrote these hyper-parameters (None: none of them)."""
+    if not isinstance(hparams, dict):
+        return None
+    if "alignment_config" in hparams:
+        return "alignment (knowledge control)"
+    if "vae_config" in hparams and "denoiser_config" not in hparams:
+        return "VAE (stage 1)"
+    return None
+
+
 def _load_error_reason(err: Exception) -> str:
     """The informative part of a ``torch.load`` error (the weights-only preamble is noise here)."""
     if isinstance(err, (KeyError, IndexError)):
@@ -103,6 +114,13 @@ def checkpoint_info(checkpoint: dict[str, Any], path: str | os.PathLike = "<chec
     if not isinstance(hparams, dict) or "model_name" not in hparams:
         if {"model", "config"} <= set(checkpoint):  # written by `earthcast convert-checkpoint`
             return _converted_info(checkpoint)
+        stage = _prediff_stage(hparams)
+        if stage is not None:
+            raise ValueError(
+                f"'{path}' is the {stage} checkpoint of a PreDiff run, not a forecaster: forecast with "
+                "the diffusion stage's checkpoint"
+                + (" and pass this one with --alignment" if stage == "alignment (knowledge control)" else "")
+            )
         raise ValueError(
             f"'{path}' is not an earthcast checkpoint: its hyper_parameters have no 'model_name' "
             "(write checkpoints with `earthcast fit`, or convert reference weights with "
