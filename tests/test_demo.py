@@ -31,6 +31,8 @@ def test_demo_quick_run_writes_report_and_beats_persistence_on_mse(tmp_path, cap
     prediff = metrics["prediff"]
     assert 0 < prediff["crps_fair"] <= prediff["crps"] and prediff["spread"] > 0
     assert "## PreDiff" in report and Image.open(out / "prediff" / "ensemble.png").height > 300
+    sampled = json.loads((out / "prediff" / "metrics.json").read_text())
+    assert f"{sampled['num_samples']}-member DDIM-{sampled['ddim_steps']} " in report  # what really ran
     # re-running reuses the finished run instead of refusing or retraining
     assert cli_main(["demo", "--out", str(out), "--quick"]) == 0
 

@@ -38,6 +38,8 @@ class PreDiffDemoResult:
     out_dir: Path
     metrics: dict[str, float]
     train_seconds: dict[str, float]
+    num_samples: int = 8
+    ddim_steps: int = 20
 
 
 def run_prediff_demo(
@@ -67,7 +69,7 @@ def run_prediff_demo(
     metrics = _verify(ldm_ckpt, ldm_config, out, num_samples, steps, contexts)
     summary = {"train_seconds": seconds, "num_samples": num_samples, "ddim_steps": steps, "test": metrics}
     _write_json(out / "metrics.json", summary)
-    return PreDiffDemoResult(out, metrics, seconds)
+    return PreDiffDemoResult(out, metrics, seconds, num_samples, steps)
 
 
 def _in_run(config, run: Path):
@@ -150,7 +152,8 @@ def report_section(result: PreDiffDemoResult) -> str:
     return (
         "\n## PreDiff (latent diffusion) ensemble\n\n"
         f"A small VAE ({result.train_seconds['vae']:.0f} s) and Earthformer-UNet denoiser "
-        f"({result.train_seconds['diffusion']:.0f} s) trained on the same data; 8-member DDIM-20 "
+        f"({result.train_seconds['diffusion']:.0f} s) trained on the same data; "
+        f"{result.num_samples}-member DDIM-{result.ddim_steps} "
         "ensembles for the first test contexts (`prediff/metrics.json`).\n\n"
         "| CRPS (ecdf) | CRPS (fair) | spread/skill | MSE of ensemble mean | persistence MSE "
         "| s / ensemble |\n"
