@@ -27,6 +27,7 @@ PACKAGED = [
     "nbody",
     "nbody_small",
     "prediff_demo",
+    "prediff_demo_alignment",
     "prediff_demo_vae",
     "radar",
     "radar_sources",
