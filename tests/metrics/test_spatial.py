@@ -156,3 +156,8 @@ def test_power_spectrum_detects_blur():
     same = PowerSpectrum()
     same.update(target, target)
     torch.testing.assert_close(same.compute()["pred"], same.compute()["target"])
+
+
+def test_fss_refuses_fractional_neighbourhoods():
+    with pytest.raises(ValueError, match="whole pixels"):
+        FSS(thresholds=[0.5], scales=[2.5])

@@ -58,6 +58,8 @@ class FSS(StreamingMetric):
         self, thresholds: Sequence[float], scales: Sequence[int], scale: float = 1.0, **kwargs
     ) -> None:
         super().__init__(**kwargs)
+        if any(int(n) != n for n in scales):
+            raise ValueError(f"FSS: scales are neighbourhood widths in whole pixels, got {list(scales)}")
         if len(thresholds) == 0 or len(scales) == 0 or min(scales) < 1:
             raise ValueError("FSS: give at least one threshold and at least one positive neighbourhood scale")
         self.thresholds = tuple(float(tau) for tau in thresholds)

@@ -6,7 +6,8 @@ Public entry points:
   ``list_configs()``);
 * ``fit(config, resume=None | "auto" | path)`` → :class:`FitResult`;
 * ``evaluate(ckpt_or_model_name, config)`` → test metrics;
-* ``load_forecaster(path)`` → ``(network, data_contract)`` for inference without Lightning.
+* ``load_forecaster(path)`` → ``(network, data_contract)`` for inference without Lightning;
+  ``load_prediff(path)`` → ``(PreDiff, data_contract)`` for a diffusion-stage checkpoint.
 """
 
 import importlib
@@ -16,6 +17,7 @@ from typing import Any
 # must not pay for importing Lightning.
 _EXPORTS = {
     "load_forecaster": "checkpoint",
+    "load_prediff": "diffusion_module",
     "DataConfig": "config",
     "ExperimentConfig": "config",
     "OptimConfig": "config",
