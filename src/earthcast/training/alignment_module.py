@@ -45,7 +45,9 @@ built from recorded configs) and adds, and only adds (SPEC §5.5):
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -231,14 +233,19 @@ class AlignmentSystem(L.LightningModule):
             state.setdefault(VAE_PREFIX + key, value)  # the injected VAE fills the gap left on save
 
 
-class LoadedAlignment(NamedTuple):
-    """What guided sampling needs from an alignment checkpoint, and what it was trained with
-    (``vae_fingerprint``, ``data_contract``; absent in checkpoints written before they were kept)."""
+@dataclass(frozen=True)
+class LoadedAlignment:
+    """What guided sampling needs from an alignment checkpoint (unpacks as ``network,
+    constraint``), and what it was trained with (``vae_fingerprint``, ``data_contract``; None in
+    checkpoints written before they were kept)."""
 
     network: AlignmentNetwork
     constraint: Constraint
     vae_fingerprint: str | None = None
     data_contract: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.network, self.constraint))
 
 
 def load_alignment(path: str | os.PathLike, map_location: Any = "cpu") -> LoadedAlignment:
