@@ -258,14 +258,14 @@ def _knowledge_control(args: argparse.Namespace, model: nn.Module, contract: dic
         return None
     from earthcast.models.prediff.knowledge import make_decoded_guidance, make_guidance
     from earthcast.models.prediff.knowledge.intensity import parse_anticipate
-    from earthcast.training.alignment_module import load_alignment
+    from earthcast.training.alignment_module import check_alignment_pairing, load_alignment
 
     if not args.alignment.is_file():
         raise UserError(f"--alignment '{args.alignment}' not found")
     args.guide_by = args.guide_by or "alignment"
     args.guidance_scale = DEFAULT_GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale
     loaded = load_alignment(args.alignment)
-    _check_alignment_fits(loaded, model, contract, args.alignment)
+    check_alignment_pairing(loaded, model, contract, args.alignment)  # ValueError → a one-line error
     options = {}
     if args.anticipate is not None:
         if loaded.constraint.name != "mean_intensity":
@@ -290,26 +290,6 @@ def _knowledge_control(args: argparse.Namespace, model: nn.Module, contract: dic
         )
 
     return guidance
-
-
-_PAIRED_KEYS = ("dataset", "in_len", "out_len", "height", "width", "channels_out")
-
-
-def _check_alignment_fits(loaded, model: nn.Module, contract: dict[str, Any] | None, path: Path) -> None:
-    """U_φ must come from the same VAE latent space and the same kind of data as the PreDiff model
-    (older alignment checkpoints carry neither record and pass)."""
-    from earthcast.models.prediff.vae.fingerprint import vae_fingerprint
-
-    if loaded.vae_fingerprint and loaded.vae_fingerprint != vae_fingerprint(model.vae):
-        raise UserError(
-            f"--alignment '{path}' was trained on the latents of another VAE than this PreDiff model's; "
-            "train the alignment stage with task_options.vae_ckpt set to this model's VAE checkpoint"
-        )
-    trained_on = loaded.data_contract or {}
-    clash = [k for k in _PAIRED_KEYS if contract and k in trained_on and trained_on[k] != contract.get(k)]
-    if clash:
-        detail = ", ".join(f"{k} {trained_on[k]!r} vs {contract[k]!r}" for k in clash)
-        raise UserError(f"--alignment '{path}' was trained on other data than this model ({detail})")
 
 
 def _sha256(path: Path) -> str:

@@ -277,6 +277,26 @@ def load_alignment(path: str | os.PathLike, map_location: Any = "cpu") -> Loaded
     )
 
 
+_PAIRED_KEYS = ("dataset", "in_len", "out_len", "height", "width", "channels_out")
+
+
+def check_alignment_pairing(
+    loaded: LoadedAlignment, prediff: nn.Module, contract: dict[str, Any] | None, path: Any = "U_phi"
+) -> None:
+    """Refuse an alignment network from another VAE's latent space or from other data than the
+    PreDiff model it would steer (older alignment checkpoints carry neither record and pass)."""
+    if loaded.vae_fingerprint and loaded.vae_fingerprint != vae_fingerprint(prediff.vae):
+        raise ValueError(
+            f"alignment '{path}' was trained on the latents of another VAE than this PreDiff model's; "
+            "train the alignment stage with task_options.vae_ckpt set to this model's VAE checkpoint"
+        )
+    trained_on = loaded.data_contract or {}
+    clash = [k for k in _PAIRED_KEYS if contract and k in trained_on and trained_on[k] != contract.get(k)]
+    if clash:
+        detail = ", ".join(f"{k} {trained_on[k]!r} vs {contract[k]!r}" for k in clash)
+        raise ValueError(f"alignment '{path}' was trained on other data than this model ({detail})")
+
+
 # ------------------------------------------------------------------------------------ helpers
 
 
