@@ -266,3 +266,24 @@ def test_cli_predict_with_knowledge_control(prediff_ckpt, tmp_path, capsys):
         assert f"is the {stage} checkpoint of a PreDiff run" in capsys.readouterr().err
     assert main([*guided, "--anticipate=two", "--output", str(tmp_path / "x.nc")]) == 2
     assert main([*base, "--anticipate=+1sigma", "--output", str(tmp_path / "y.nc")]) == 2
+
+
+def test_later_stages_refuse_a_vae_trained_on_other_frames(prediff_ckpt, tmp_path):
+    vae_ckpt = prediff_ckpt.parents[2] / "vae" / "checkpoints" / "last.ckpt"
+    recorded = torch.load(vae_ckpt, weights_only=False)
+    trained_on = recorded["hyper_parameters"]["data_contract"]
+    assert trained_on["dataset"] == "nbody" and trained_on["channels_out"] == 1
+    foreign = tmp_path / "foreign_vae.ckpt"
+    other = {**trained_on, "dataset": "moving_mnist", "scale": "other"}
+    torch.save({**recorded, "hyper_parameters": {**recorded["hyper_parameters"], "data_contract": other}}, foreign)
+    data = {**DATA, "root": str(prediff_ckpt.parents[2] / "data")}
+    stages = {
+        "diffusion": ("prediff_tiny", {"vae_ckpt": str(foreign)}),
+        "alignment": ("alignment_tiny", {"vae_ckpt": str(foreign), "constraint": "mean_intensity"}),
+    }
+    for task, (model, options) in stages.items():
+        config = config_from_dict(
+            {"name": task, "task": task, "model": model, "task_options": options, "data": data, "trainer": TRAINER}
+        )
+        with pytest.raises(ValueError, match="trained on other frames.*dataset 'moving_mnist' vs 'nbody'"):
+            fit(config, out_dir=tmp_path / task)

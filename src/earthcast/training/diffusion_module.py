@@ -99,7 +99,9 @@ class LatentDiffusionSystem(L.LightningModule):
             self.hparams["data_contract"] = contract
             self.val_metrics = nn.ModuleDict({**self.scoring.build(contract), "crps": CRPS("ecdf")})
 
-    def _first_stage(self, vae_config: dict[str, Any] | None) -> nn.Module:
+    def _first_stage(
+        self, vae_config: dict[str, Any] | None, contract: dict[str, Any] | None = None
+    ) -> nn.Module:
         if self._given_vae:
             return self._given_vae[0]
         if vae_config is not None:  # weights follow in the checkpoint's state dict
@@ -112,12 +114,12 @@ class LatentDiffusionSystem(L.LightningModule):
             )
         from earthcast.training.vae_module import load_vae
 
-        return load_vae(self.hparams.vae_ckpt)
+        return load_vae(self.hparams.vae_ckpt, data_contract=contract)
 
     def _denoiser_config(self, contract: dict[str, Any]) -> dict[str, Any]:
         from earthcast.models.prediff.denoiser.config import get_denoiser_config
 
-        vae = self._first_stage(None)
+        vae = self._first_stage(None, contract)
         self._given_vae = [vae]
         factor, latent = vae.config.downsample_factor, vae.config.latent_channels
         if contract["height"] % factor or contract["width"] % factor:

@@ -199,11 +199,12 @@ def _alignment_system(config: ExperimentConfig, optim: dict[str, Any]) -> L.Ligh
         raise ValueError(
             f"task alignment needs task_options {missing} (a VAE checkpoint and a constraint name)"
         )
-    vae = load_vae(options.pop("vae_ckpt"))
     datamodule = ForecastDataModule(config.data, seed=config.trainer.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    contract, factor = datamodule.contract, vae.config.downsample_factor
+    contract = datamodule.contract
+    vae = load_vae(options.pop("vae_ckpt"), data_contract=contract)
+    factor = vae.config.downsample_factor
     shape = {
         "target_len": contract["out_len"],
         "latent_hw": (contract["height"] // factor, contract["width"] // factor),

@@ -29,10 +29,12 @@ critic; one is built from the config if none is given) and adds, and only adds:
    ``rec_loss`` is the mean absolute error per valid pixel (on [0, 1] data as scaled by the
    data module) and ``mse`` its squared counterpart. ``train/rec_loss`` is the same per-pixel
    L1, of the sampled reconstruction.
-6. **Checkpoints** carry ``vae_config`` (the dict of the VAE's :class:`VAEConfig`) and the
-   package version in ``hyper_parameters``; the VAE's weights are under ``vae.``.
-   :func:`load_vae` rebuilds the frozen VAE from them, and ``VAESystem.load_from_checkpoint``
-   the whole system.
+6. **Checkpoints** carry ``vae_config`` (the dict of the VAE's :class:`VAEConfig`), the
+   package version and the ``data_contract`` of the frames it learnt in ``hyper_parameters``;
+   the VAE's weights are under ``vae.``. :func:`load_vae` rebuilds the frozen VAE from them
+   (and, given the data of a later stage, refuses frames of another kind: a latent space only
+   means something for the data it was fitted to), and ``VAESystem.load_from_checkpoint`` the
+   whole system.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class VAESystem(L.LightningModule):
         gradient_clip_val: clip each network's gradient norm to this (``None``: no clipping).
         accumulate_grad_batches: batches per optimiser step.
         earthcast_version: provenance written into checkpoints; not used.
+        data_contract: the data module's contract, recorded in ``setup`` so the later stages can
+            check they run on the same kind of frames (see :func:`load_vae`).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class VAESystem(L.LightningModule):
         gradient_clip_val: float | None = 1.0,
         accumulate_grad_batches: int = 1,
         earthcast_version: str | None = None,
+        data_contract: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["vae", "discriminator"])
@@ -113,6 +118,12 @@ class VAESystem(L.LightningModule):
         self.partial_backward = self.discriminator is not None
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.int64))
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        contract = getattr(datamodule, "contract", None)
+        if contract is not None:
+            self.hparams["data_contract"] = contract
 
     @property
     def selection_metric(self) -> str:
@@ -252,23 +263,58 @@ class VAESystem(L.LightningModule):
         hparams.update(vae_config=self.vae.config.to_dict(), earthcast_version=__version__)
 
 
-def load_vae(path: str | os.PathLike, map_location: Any = "cpu") -> AutoencoderKL:
+# what makes two data sets' frames the same kind of frames for an autoencoder: the window
+# lengths and the frame size may differ (the VAE is applied frame by frame, fully convolutional)
+_FRAME_KEYS = ("dataset", "channels_in", "channels_out", "scale", "input_variables", "target_variables",
+               "normalization")
+
+
+def load_vae(
+    path: str | os.PathLike, map_location: Any = "cpu", *, data_contract: dict[str, Any] | None = None
+) -> AutoencoderKL:
     """The trained VAE of a :class:`VAESystem` checkpoint, frozen and in eval mode.
 
+    Args:
+        path: the checkpoint.
+        map_location: device for the weights.
+        data_contract: the contract of the data a later stage (diffusion, alignment) will train
+            on; when given, the VAE must have been trained on frames of the same data set, channels,
+            scale and normalisation (checkpoints older than this record pass).
+
     Raises:
-        ValueError: the file is missing or unreadable, is not a VAE checkpoint, or its weights do
-            not fit the recorded config.
+        ValueError: the file is missing or unreadable, is not a VAE checkpoint, its weights do not
+            fit the recorded config, or it was trained on other frames than ``data_contract``.
     """
     checkpoint = read_checkpoint(path, map_location)
-    raw = (checkpoint.get("hyper_parameters") or {}).get("vae_config")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    raw = hparams.get("vae_config")
     if not isinstance(raw, dict):
         raise ValueError(f"'{path}' is not a VAE checkpoint: its hyper_parameters have no 'vae_config'")
+    if data_contract is not None:
+        check_vae_data(hparams.get("data_contract"), data_contract, path)
     vae = AutoencoderKL(VAEConfig.from_dict(raw))
     try:
         vae.load_state_dict(network_state(checkpoint["state_dict"], VAE_PREFIX))
     except RuntimeError as err:  # missing / unexpected keys, shape mismatches
         raise ValueError(f"the weights in '{path}' do not fit its VAE config: {err}") from err
     return vae.requires_grad_(False).eval()
+
+
+def check_vae_data(trained_on: dict[str, Any] | None, current: dict[str, Any], path: Any = "the VAE") -> None:
+    """Refuse to use a VAE on frames of another kind than it was trained on (``_FRAME_KEYS``;
+    a key either contract lacks is not compared, so older checkpoints pass)."""
+    trained_on = trained_on or {}
+    clash = [
+        k for k in _FRAME_KEYS
+        if trained_on.get(k) is not None and current.get(k) is not None and trained_on[k] != current[k]
+    ]
+    if clash:
+        detail = ", ".join(f"{k} {trained_on[k]!r} vs {current[k]!r}" for k in clash)
+        raise ValueError(
+            f"VAE '{path}' was trained on other frames than these data ({detail}); train the VAE "
+            "stage on this data set (task: vae with the same data section) and point "
+            "task_options.vae_ckpt at it"
+        )
 
 
 def _frames(batch: dict[str, Any]) -> Tensor:
