@@ -132,6 +132,23 @@ def test_a_new_run_refuses_an_existing_run_directory(tmp_path):
         fit(config, resume=tmp_path / "missing.ckpt", out_dir=tmp_path)
 
 
+def test_resuming_a_finished_run_reports_its_last_metrics(tmp_path):
+    from earthcast.training.config import config_from_dict
+
+    experiment = {**EXPERIMENT, "trainer": {**EXPERIMENT["trainer"], "max_epochs": -1, "max_steps": 2}}
+    experiment["data"] = {**EXPERIMENT["data"], "root": str(tmp_path / "data")}
+    config = config_from_dict(experiment)
+    first = fit(config, out_dir=tmp_path / "run")
+    assert not first.already_finished
+    again = fit(config, resume="auto", out_dir=tmp_path / "run")
+    assert again.already_finished
+    assert again.metrics["train/loss_step"] == pytest.approx(first.metrics["train/loss_step"])
+    assert again.metrics["train/loss_step"] == pytest.approx(step_losses(tmp_path / "run")[1])
+    longer = config_from_dict({**experiment, "trainer": {**experiment["trainer"], "max_steps": 3}})
+    more = fit(longer, resume="auto", out_dir=tmp_path / "run")
+    assert not more.already_finished and max(step_losses(tmp_path / "run")) == 2
+
+
 def test_killed_ddp_run_resumes_where_it_stopped(tmp_path):
     """Two ranks (gloo, CPU), dropout on, the whole job killed after a checkpoint: the resumed run
     continues with the losses of an uninterrupted two-rank run (each rank's random state and its

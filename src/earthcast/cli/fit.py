@@ -63,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         "last_ckpt": str(result.last_ckpt) if result.last_ckpt else None,
         "metrics": result.metrics,
     }
+    if result.already_finished:
+        summary["note"] = (
+            "the run had already finished (trainer.max_steps / max_epochs reached): nothing was "
+            "trained; metrics are the last logged ones. Raise the limit to train on."
+        )
     if _is_rank_zero():  # under DDP every process returns here; one report is enough
         print(json.dumps(summary, indent=2))
     return 0

@@ -52,14 +52,18 @@ class FitResult:
     Attributes:
         best_ckpt: best checkpoint on the selection metric (``None`` without validation).
         last_ckpt: checkpoint of the final state (resume from it, or continue training).
-        metrics: last logged value of every metric (``train/loss``, ``val/…``).
+        metrics: last logged value of every metric (``train/loss``, ``val/…``); for a resumed run
+            that had already finished, the last values its CSV logs hold.
         out_dir: the run directory.
+        already_finished: resumed from a checkpoint whose run had reached its step/epoch limit,
+            so no step was taken (raise ``trainer.max_steps``/``max_epochs`` to train on).
     """
 
     best_ckpt: Path | None
     last_ckpt: Path | None
     metrics: dict[str, float]
     out_dir: Path
+    already_finished: bool = False
 
 
 class LastCheckpoint(cb.ModelCheckpoint):
@@ -97,7 +101,7 @@ def fit(
     out = run_dir(config, out_dir)
     ckpt_path = _resume_path(resume, out)
     # a resumed run goes on with the checkpoint's normalisation; its contract is checked in setup
-    recorded = _recorded_contract(ckpt_path)
+    recorded, resumed_step = _resume_record(ckpt_path)
     data = reuse_training_statistics(resolve_data(config, out), recorded)
     trainer_cfg = dataclasses.replace(config.trainer, out_dir=str(out))
     config = config.replace(data=data, trainer=trainer_cfg)
@@ -118,11 +122,15 @@ def fit(
         )
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     last = out / CHECKPOINT_DIR / LAST_NAME
+    metrics = _floats(trainer.callback_metrics)
+    # a resumed run that had already reached its limit takes no step and logs nothing
+    already_finished = resumed_step is not None and trainer.global_step == resumed_step and not metrics
     return FitResult(
         best_ckpt=Path(best).resolve() if best else None,
         last_ckpt=last.resolve() if last.is_file() else None,
-        metrics=_floats(trainer.callback_metrics),
+        metrics=last_logged_metrics(out) if already_finished else metrics,
         out_dir=out,
+        already_finished=already_finished,
     )
 
 
@@ -418,12 +426,14 @@ def _resume_path(resume: str | Path | None, out: Path) -> Path | None:
     return path
 
 
-def _recorded_contract(ckpt_path: Path | None) -> dict[str, Any] | None:
-    """The data contract of the checkpoint a run resumes from (read through ``read_checkpoint``,
-    so a truncated or foreign file is refused with a clear message before Lightning opens it)."""
+def _resume_record(ckpt_path: Path | None) -> tuple[dict[str, Any] | None, int | None]:
+    """The data contract and global step of the checkpoint a run resumes from (read through
+    ``read_checkpoint``, so a truncated or foreign file is refused with a clear message before
+    Lightning opens it); ``(None, None)`` for a new run."""
     if ckpt_path is None:
-        return None
-    return read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("data_contract")
+        return None, None
+    checkpoint = read_checkpoint(ckpt_path)
+    return checkpoint.get("hyper_parameters", {}).get("data_contract"), checkpoint.get("global_step")
 
 
 def _remove_partial_writes(ckpt_dir: Path) -> None:
@@ -435,6 +445,29 @@ def _remove_partial_writes(ckpt_dir: Path) -> None:
 def _seed_and_flags(cfg: TrainerConfig) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+
+def last_logged_metrics(out: Path) -> dict[str, float]:
+    """The last value of every metric in the newest ``logs/version_*/metrics.csv`` of a run that
+    holds any rows (``{}`` when there is none); ``epoch`` and ``step`` are not metrics."""
+    import csv
+
+    def version(path: Path) -> int:
+        suffix = path.parent.name.removeprefix("version_")
+        return int(suffix) if suffix.isdigit() else -1
+
+    for log in sorted((out / "logs").glob("version_*/metrics.csv"), key=version, reverse=True):
+        with open(log, newline="") as f:
+            rows = list(csv.DictReader(f))
+        values = {
+            key: float(value)
+            for row in rows
+            for key, value in row.items()
+            if key not in ("epoch", "step") and value not in ("", None)
+        }  # later rows overwrite earlier ones: the last value of each metric
+        if values:
+            return values
+    return {}
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
