@@ -275,7 +275,9 @@ def test_later_stages_refuse_a_vae_trained_on_other_frames(prediff_ckpt, tmp_pat
     assert trained_on["dataset"] == "nbody" and trained_on["channels_out"] == 1
     foreign = tmp_path / "foreign_vae.ckpt"
     other = {**trained_on, "dataset": "moving_mnist", "scale": "other"}
-    torch.save({**recorded, "hyper_parameters": {**recorded["hyper_parameters"], "data_contract": other}}, foreign)
+    torch.save(
+        {**recorded, "hyper_parameters": {**recorded["hyper_parameters"], "data_contract": other}}, foreign
+    )
     data = {**DATA, "root": str(prediff_ckpt.parents[2] / "data")}
     stages = {
         "diffusion": ("prediff_tiny", {"vae_ckpt": str(foreign)}),
@@ -283,7 +285,14 @@ def test_later_stages_refuse_a_vae_trained_on_other_frames(prediff_ckpt, tmp_pat
     }
     for task, (model, options) in stages.items():
         config = config_from_dict(
-            {"name": task, "task": task, "model": model, "task_options": options, "data": data, "trainer": TRAINER}
+            {
+                "name": task,
+                "task": task,
+                "model": model,
+                "task_options": options,
+                "data": data,
+                "trainer": TRAINER,
+            }
         )
-        with pytest.raises(ValueError, match="trained on other frames.*dataset 'moving_mnist' vs 'nbody'"):
+        with pytest.raises(ValueError, match=r"trained on other frames.*dataset 'moving_mnist' vs 'nbody'"):
             fit(config, out_dir=tmp_path / task)

@@ -265,8 +265,15 @@ class VAESystem(L.LightningModule):
 
 # what makes two data sets' frames the same kind of frames for an autoencoder: the window
 # lengths and the frame size may differ (the VAE is applied frame by frame, fully convolutional)
-_FRAME_KEYS = ("dataset", "channels_in", "channels_out", "scale", "input_variables", "target_variables",
-               "normalization")
+_FRAME_KEYS = (
+    "dataset",
+    "channels_in",
+    "channels_out",
+    "scale",
+    "input_variables",
+    "target_variables",
+    "normalization",
+)
 
 
 def load_vae(
@@ -305,7 +312,8 @@ def check_vae_data(trained_on: dict[str, Any] | None, current: dict[str, Any], p
     a key either contract lacks is not compared, so older checkpoints pass)."""
     trained_on = trained_on or {}
     clash = [
-        k for k in _FRAME_KEYS
+        k
+        for k in _FRAME_KEYS
         if trained_on.get(k) is not None and current.get(k) is not None and trained_on[k] != current[k]
     ]
     if clash:
