@@ -49,7 +49,8 @@ def test_byte_scale_and_continuous(cli, contexts: Path, targets: Path, tmp_path:
     )  # fmt: skip
     assert code == 0
     scores = json.loads(stdout)
-    assert set(scores) == {"mse", "mae", "ssim"}
+    assert set(scores) == {"mse", "mae", "ssim", "scored_pixels", "missing_pixels"}
+    assert (scores["scored_pixels"], scores["missing_pixels"]) == (target.size, 0)
     assert scores == pytest.approx(score_arrays(pred, target, "continuous", "255"))
 
 
@@ -140,3 +141,25 @@ def test_an_ensemble_needs_its_member_axis():
     members = np.zeros((2, 4, 3, 16, 16), np.float32)
     with pytest.raises(ValueError, match="differs from target shape"):
         score_arrays(members, np.zeros((2, 2, 16, 16), np.float32), "sevir", ensemble=True)
+
+
+def test_missing_target_pixels_are_counted_and_reported(cli, tmp_path: Path):
+    rng = np.random.default_rng(5)
+    target = rng.integers(0, 250, (2, 3, 16, 16)).astype(np.float32)
+    target[0, 0, :4, :5] = 255  # 20 missing (byte code 255)
+    target[1, 2, 0, 0] = np.nan  # 1 missing
+    pred = np.clip(target + rng.normal(0, 5, target.shape), 0, 254).astype(np.float32)
+    pred = np.nan_to_num(pred)
+    np.save(tmp_path / "p.npy", pred)
+    np.save(tmp_path / "t.npy", target)
+    code, stdout, err = cli(
+        "score", "--pred", tmp_path / "p.npy", "--target", tmp_path / "t.npy", "--metrics", "sevir",
+        "--scale", "255", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    scores = json.loads(stdout)
+    assert (scores["missing_pixels"], scores["scored_pixels"]) == (21, target.size - 21)
+    assert "21 of 1536 target pixels" in err and "treated as missing" in err
+    valid = np.isfinite(target) & (target != 255)
+    expected_mse = np.mean(((pred - np.nan_to_num(target)) / 255)[valid] ** 2)
+    assert scores["mse"] == pytest.approx(expected_mse, rel=1e-5)

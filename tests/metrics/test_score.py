@@ -49,8 +49,9 @@ def test_sevir_missing_255_is_excluded():
     pred_junk[..., 12:] = 250
     with_missing = score_arrays(pred_junk, target_missing, kind="sevir", scale="255")
     cropped = score_arrays(pred[..., :12], target[..., :12], kind="sevir", scale="255")
-    for key in cropped:
+    for key in cropped.keys() - {"missing_pixels"}:
         assert with_missing[key] == pytest.approx(cropped[key], abs=1e-9), key
+    assert with_missing["missing_pixels"] == target[..., 12:].size and cropped["missing_pixels"] == 0
 
 
 def test_sevir_mode_1_gives_lists_and_chunking_does_not_matter():
@@ -79,7 +80,8 @@ def test_continuous_keys_and_values():
     rng = np.random.default_rng(5)
     pred = rng.random((2, 3, 16, 16)).astype(np.float32)
     out = score_arrays(pred, pred, kind="continuous")
-    assert out == pytest.approx({"mse": 0.0, "mae": 0.0, "ssim": 1.0}, abs=1e-6)
+    counts = {"scored_pixels": pred.size, "missing_pixels": 0}
+    assert out == pytest.approx({"mse": 0.0, "mae": 0.0, "ssim": 1.0, **counts}, abs=1e-6)
     target = rng.random((2, 3, 16, 16)).astype(np.float32)
     out = score_arrays(pred * 255, target * 255, kind="continuous", scale="255")
     assert out["mse"] == pytest.approx(np.mean((pred.astype(np.float64) - target) ** 2) * 255**2, rel=1e-5)

@@ -25,6 +25,9 @@ Kinds:
   ``c_nino34_m, c_nino34_wm, nino_rmse, mse`` and the per-lead correlation ``cor``.
 * ``"continuous"``: pixel-mean ``mse`` and ``mae`` on the data's own scale and frame-wise
   ``ssim`` with ``data_range`` 1 (scale ``"01"``) or 255 (scale ``"255"``).
+
+Every kind also reports ``scored_pixels`` and ``missing_pixels``: target pixels scored and left
+out as missing (counts, not scores).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def score_arrays(
         ensemble: ``pred``'s second axis holds ensemble members (see the module docstring).
 
     Returns:
-        Flat dictionary of Python floats (scalars) and lists of floats (per-lead vectors).
+        Flat dictionary of Python floats (scalars) and lists of floats (per-lead vectors), plus
+        the integer counts ``scored_pixels`` and ``missing_pixels`` of the target.
 
     Raises:
         ValueError: unknown ``kind``/``scale``/``mode``, wrong ``ndim``, shape mismatch,
@@ -127,6 +131,10 @@ def score_arrays(
         value = metric.compute()
         values = value if isinstance(value, dict) else {name: value}
         result.update({key: _to_python(v) for key, v in values.items()})
+    # say how much of the target was left out: a data set whose valid maximum is coded 255 / 1.0
+    # would otherwise lose its strongest pixels without a word
+    result["scored_pixels"] = n_valid
+    result["missing_pixels"] = int(np.prod(target.shape)) - n_valid
     return result
 
 
