@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         coded = "NaN or VIL byte 255 (1.0 on scale 01)" if args.metrics == "sevir" else "NaN"
         print(
             f"note: {scores['missing_pixels']} of {total} target pixels "
-            f"({100 * scores['missing_pixels'] / total:.2g} %) are {coded}, treated as missing and not scored",
+            f"({100 * scores['missing_pixels'] / total:.2g} %) are {coded}, "
+            "treated as missing and not scored",
             file=sys.stderr,
         )
     if args.plot is not None:
