@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
+import torch
 from torch import Tensor
 
 
@@ -33,3 +34,15 @@ class Forecaster(Protocol):
     """
 
     def __call__(self, context: Tensor) -> Tensor: ...
+
+
+def require_tensor(x: Any, who: str) -> None:
+    """Raise a ``TypeError`` naming the fix when a model is handed something other than a tensor
+    (PyTorch's own message for a NumPy array, ``'numpy.ndarray' object has no attribute 'ndim'``
+    or similar, does not say what to pass)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{who} takes a torch.Tensor (B, T, H, W, C), got {type(x).__module__}.{type(x).__name__}; "
+            "convert with torch.from_numpy(array), or forecast arrays with "
+            "earthcast.inference.forecast_arrays(model, array)"
+        )

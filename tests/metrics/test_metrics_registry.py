@@ -45,6 +45,20 @@ def test_every_metric_updates_and_computes(name):
     metric.reset()
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_metric_takes_numpy_arrays_as_tensors(name):
+    pred, target = inputs_for(name)
+    from_tensors = get_metric(name, **REQUIRED_ARGS.get(name, {}))
+    from_tensors.update(pred, target)
+    from_arrays = get_metric(name, **REQUIRED_ARGS.get(name, {}))
+    from_arrays.update(pred.numpy(), target=target.numpy())  # positional and keyword
+    expected, got = from_tensors.compute(), from_arrays.compute()
+    expected, got = (expected, got) if isinstance(expected, dict) else ({0: expected}, {0: got})
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], equal_nan=True)
+
+
 def test_sevir_csi_defaults_and_overrides():
     metric = get_metric("SEVIR_CSI", mode="1", pool_size=4)  # case-insensitive
     assert isinstance(metric, ContingencyScores)

@@ -57,6 +57,22 @@ def test_wrong_input_shape_is_named(key):
         model(torch.randn(1, 5, 16, 16, 1))
 
 
+@pytest.mark.parametrize(
+    "name", [*(f"{key}_tiny" for key in KEYS), "earthformer_tiny", "persistence", "pysteps_extrapolation"]
+)
+def test_numpy_input_is_refused_naming_the_conversion(name):
+    import numpy as np
+
+    shape = {} if name in ("persistence", "pysteps_extrapolation") else {"input_shape": (4, 16, 16, 1)}
+    if name.endswith("_tiny") and name != "earthformer_tiny":
+        shape = {"in_len": 4, "out_len": 2, "height": 16, "width": 16}
+    model = create_model(name, **shape)
+    context = np.random.default_rng(0).random((1, 4, 16, 16, 1), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"takes a torch.Tensor.*numpy.ndarray.*torch.from_numpy"):
+        model(context)
+    assert model(torch.from_numpy(context)).ndim == 5  # the conversion it names works
+
+
 @pytest.mark.parametrize("table", sorted(PAPER_PARAMS_M))
 @pytest.mark.parametrize("key", KEYS)
 def test_paper_presets_match_table_parameter_counts(key, table):

@@ -79,6 +79,8 @@ def test_diffusion_checkpoint_rebuilds_an_ensemble_forecaster(prediff_ckpt):
     assert not torch.allclose(ens[:, 0], ens[:, 1])  # members differ
     again = model.forecast(context, 3, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(ens, again)  # seeded ensembles are reproducible
+    with pytest.raises(TypeError, match=r"PreDiff takes a torch.Tensor.*torch.from_numpy"):
+        model.forecast(context.numpy(), 3)
 
 
 def test_seeded_ensembles_follow_the_sample_not_the_batch(prediff_ckpt):

@@ -15,8 +15,11 @@ different shapes across ranks.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -28,7 +31,8 @@ SUM_DTYPE = torch.float64
 
 
 class StreamingMetric(Metric):
-    """Base class adding data-sized ("lazy") sum states to :class:`torchmetrics.Metric`."""
+    """Base class adding data-sized ("lazy") sum states to :class:`torchmetrics.Metric`; its
+    ``update`` takes tensors or NumPy arrays."""
 
     full_state_update = False
     is_differentiable = False
@@ -67,6 +71,26 @@ class StreamingMetric(Metric):
                 "across updates, or call reset() first."
             )
         return state
+
+    def _wrap_update(self, update: Callable) -> Callable:
+        """torchmetrics' wrapper, taking NumPy arrays as well: forecasts are often saved and read
+        back as arrays, and PyTorch's own message for an array (``'numpy.ndarray' object has no
+        attribute …``) does not say what to pass."""
+        wrapped = super()._wrap_update(update)
+
+        @functools.wraps(update)
+        def accept_arrays(*args: Any, **kwargs: Any) -> Any:
+            args = tuple(self._as_tensor(a) for a in args)
+            return wrapped(*args, **{k: self._as_tensor(v) for k, v in kwargs.items()})
+
+        return accept_arrays
+
+    def _as_tensor(self, value: Any) -> Any:
+        return (
+            torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+            if isinstance(value, np.ndarray)
+            else value
+        )
 
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """Add another metric's (or a state dict's) accumulated state to this one."""

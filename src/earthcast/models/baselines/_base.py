@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from earthcast.typing import require_tensor
+
 #: Config field → data-contract key, filled by the trainer unless overridden explicitly.
 CONTRACT_FIELDS: dict[str, str] = {
     "in_len": "in_len",
@@ -99,6 +101,7 @@ class BaselineForecaster(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ``ValueError`` naming the mismatch when ``x`` is not ``(B, T_in, H, W, C_in)``."""
+        require_tensor(x, type(self).__name__)
         c = self.config
         expected = (c.in_len, c.height, c.width, c.channels_in)
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:

@@ -18,6 +18,8 @@ from typing import Any
 from einops import repeat
 from torch import Tensor, nn
 
+from earthcast.typing import require_tensor
+
 
 @dataclass(frozen=True)
 class PersistenceConfig:
@@ -59,6 +61,7 @@ class Persistence(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Forecast: ``x (B, T_in, H, W, C_in)`` → ``(B, T_out, H, W, C_out)``."""
+        require_tensor(x, "Persistence")
         if x.ndim != 5:
             raise ValueError(f"Persistence expects (B, T, H, W, C), got {tuple(x.shape)}")
         c_out = self.config.channels_out or x.shape[-1]

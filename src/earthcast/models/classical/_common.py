@@ -22,6 +22,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from earthcast.typing import require_tensor
+
 INSTALL_HINT = "pip install 'earthcast[pysteps]'"
 
 
@@ -99,6 +101,7 @@ class ClassicalConfig:
 
 def context_to_numpy(x: Tensor, config: ClassicalConfig, min_frames: int, who: str) -> np.ndarray:
     """Check the context and return its first ``C_out`` channels as float64 ``(B, C_out, T, H, W)``."""
+    require_tensor(x, who)
     if x.ndim != 5:
         raise ValueError(f"{who} expects inputs (B, T, H, W, C), got shape {tuple(x.shape)}")
     if x.shape[1] < min_frames:

@@ -19,6 +19,7 @@ from earthcast.nn.embeddings import SpaceTimePosEmbed
 from earthcast.nn.init import init_earthformer_
 from earthcast.nn.rowmm import Linear
 from earthcast.nn.stems import ConvHead, ConvStem, StackConvHead, StackConvStem
+from earthcast.typing import require_tensor
 
 
 class Earthformer(nn.Module):
@@ -112,6 +113,7 @@ class Earthformer(nn.Module):
         return bool(self.decoder.cross_globals) and level >= self.decoder.cross_start
 
     def _check_input(self, x: Tensor) -> None:
+        require_tensor(x, "Earthformer")
         expected = self.config.input_shape
         if x.ndim == len(expected) and tuple(x.shape) == tuple(expected):  # ndim first: no guard on B
             raise ValueError(

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from earthcast.models.prediff.diffusion import NoiseSchedule, create_sampler, sample_latents
 from earthcast.models.prediff.diffusion.noise import NoiseSource, per_context_generators
 from earthcast.models.prediff.diffusion.sampler_base import MeanShift
+from earthcast.typing import require_tensor
 
 #: ``guidance(context (B·S, T_in, H, W, C)) -> mean_shift`` — built per call because the target
 #: F₀ depends on the context (see ``knowledge/guided.py``).
@@ -129,6 +130,7 @@ class PreDiff(nn.Module):
 
     # ------------------------------------------------------------------------ sampling
     def check_context(self, context: Tensor) -> None:
+        require_tensor(context, "PreDiff")
         if context.ndim != 5 or context.shape[1] != self.context_len:
             raise ValueError(
                 f"PreDiff expects a context (B, T_in={self.context_len}, H, W, C), got {tuple(context.shape)}"
