@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from earthcast.inference import check_contract
+from earthcast.typing import require_tensor
 from earthcast.utils.io import atomic_path
 
 __all__ = [
@@ -67,7 +68,8 @@ def export_forecaster(
         max_batch: largest batch the program accepts.
         tolerance: largest absolute difference from the network allowed in the check, relative
             to the largest absolute forecast value (at least 1).
-        metadata: provenance stored as ``earthcast.json`` (model name, versions, source, …).
+        metadata: provenance stored as ``earthcast.json`` (model name, versions, source, …), to
+            which ``max_batch`` is added.
 
     Returns:
         ``{"path", "max_batch", "checked_batches", "max_abs_difference"}``.
@@ -97,7 +99,7 @@ def export_forecaster(
     checked, worst = _check(program, model, contract, min(3, max_batch), tolerance)
     extra = {
         CONTRACT_FILE: json.dumps(dict(contract), default=str, sort_keys=True),
-        METADATA_FILE: json.dumps(dict(metadata or {}), default=str, sort_keys=True),
+        METADATA_FILE: json.dumps({**(metadata or {}), "max_batch": max_batch}, default=str, sort_keys=True),
     }
     archive = io.BytesIO()  # saved to memory first: torch.export wants a .pt2 name or a buffer
     torch.export.save(program, archive, extra_files=extra)
@@ -117,20 +119,47 @@ def read_exported_contract(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class ExportedForecaster(nn.Module):
-    """An exported program as a forecaster module: ``forward`` runs the program.
+    """An exported program as a forecaster module: ``forward`` checks the input and runs the program.
 
     The program was captured in eval mode and cannot switch modes, so ``train()``/``eval()`` only
-    set this wrapper's flag (``earthcast.inference`` calls ``eval()`` on every model).
+    set this wrapper's flag (``earthcast.inference`` calls ``eval()`` on every model). The input
+    is checked against the contract and the exported batch range first, because the program's
+    own guards fail with messages about symbolic shapes.
     """
 
-    def __init__(self, program: nn.Module, metadata: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        program: nn.Module,
+        metadata: Mapping[str, Any] | None = None,
+        contract: Mapping[str, Any] | None = None,
+    ):
         super().__init__()
         self.program = program
         self.metadata = dict(metadata or {})
+        self.contract = dict(contract or {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T_in, H, W, C_in)`` → ``(B, T_out, H, W, C_out)``."""
+        self._check_input(x)
         return self.program(x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        require_tensor(x, "the exported forecaster")
+        keys = ("in_len", "height", "width", "channels_in")
+        if all(k in self.contract for k in keys):
+            expected = tuple(int(self.contract[k]) for k in keys)
+            if x.ndim != 5 or tuple(x.shape[1:]) != expected:
+                raise ValueError(
+                    f"the exported forecaster takes contexts (B, T_in, H, W, C_in) = "
+                    f"(B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+                )
+        limit = self.metadata.get("max_batch")
+        if limit is not None and x.shape[0] > int(limit):
+            raise ValueError(
+                f"the exported forecaster takes batches of 1 … {limit} (fixed by `earthcast export "
+                f"--max-batch`), got {x.shape[0]}; split the contexts (e.g. predict --batch-size {limit}) "
+                "or export again with a larger --max-batch"
+            )
 
     def train(self, mode: bool = True) -> ExportedForecaster:
         self.training = mode
@@ -146,7 +175,7 @@ def load_exported(
         from torch.export.passes import move_to_device_pass
 
         program = move_to_device_pass(program, torch.device(device))
-    return ExportedForecaster(program.module(), metadata), contract
+    return ExportedForecaster(program.module(), metadata, contract), contract
 
 
 def _read(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str, Any]]:

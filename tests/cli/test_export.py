@@ -125,6 +125,22 @@ def test_bad_requests_are_named(cli, tiny_ckpt: Path, exported: Path, tmp_path: 
     assert code == 2 and "Re-create it with `earthcast export`" in err
 
 
+def test_exported_forecaster_names_bad_input(exported: Path):
+    from earthcast.export import load_exported
+
+    forecaster, _ = load_exported(exported)
+    assert forecaster.metadata["max_batch"] == 64
+    assert forecaster(torch.rand(64, 4, 16, 16, 1)).shape == (64, 4, 16, 16, 1)
+    with pytest.raises(ValueError, match=r"batches of 1 … 64 .*got 65.*--batch-size 64"):
+        forecaster(torch.rand(65, 4, 16, 16, 1))
+    with pytest.raises(
+        ValueError, match=r"contexts \(B, T_in, H, W, C_in\) = \(B, 4, 16, 16, 1\), got \(2, 4, 8, 8, 1\)"
+    ):
+        forecaster(torch.rand(2, 4, 8, 8, 1))
+    with pytest.raises(TypeError, match=r"torch\.from_numpy"):
+        forecaster(np.zeros((1, 4, 16, 16, 1), np.float32))
+
+
 def _contract(model) -> dict:
     t_in, h, w, c_in = model.config.input_shape
     t_out, _, _, c_out = model.config.target_shape
