@@ -171,3 +171,20 @@ def test_auto_calibration_leaves_the_global_random_stream_alone(monkeypatch):
         assert torch.equal(torch.rand(3), expected)
     finally:
         rowmm.set_cpu_matmul(None)
+
+
+def test_auto_calibration_is_not_counted_as_the_callers_work(monkeypatch):
+    """The first ``auto`` call times two 4096×256×256 products; inside a FLOP counter (the
+    benchmark's GFLOPs column) those are not the model's work."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.setattr(rowmm, "_auto_choice", None)
+    rowmm.set_cpu_matmul("auto")
+    try:
+        x, w = torch.randn(rowmm.MIN_ROWS, 8), torch.randn(4, 8)
+        with FlopCounterMode(display=False) as counter:
+            rowmm.linear_rows(x, w)
+        assert rowmm._auto_choice is not None  # the probe ran inside the counter
+        assert counter.get_total_flops() == 2 * rowmm.MIN_ROWS * 8 * 4
+    finally:
+        rowmm.set_cpu_matmul(None)

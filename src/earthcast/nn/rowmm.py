@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._python_dispatch import _disable_current_modes
 
 from earthcast.nn.precision import plain_ops
 from earthcast.utils.timing import best_seconds
@@ -82,16 +83,23 @@ def _onednn_measured_faster() -> bool:
     """``auto``: time both kernels once on a layer-sized problem (a few milliseconds)."""
     global _auto_choice
     if _auto_choice is None:
-        gen = torch.Generator().manual_seed(0)  # its own: leave the global random stream alone
-        x, w = torch.randn(4096, 256, generator=gen), torch.randn(256, 256, generator=gen)
-        try:
-            onednn = best_seconds(lambda: _conv_rows(x, w, None))
-        except RuntimeError:  # a build whose oneDNN cannot run here
-            _auto_choice = False
-            return False
-        blas = best_seconds(lambda: torch.mm(x, w.t()))
-        _auto_choice = blas >= AUTO_MARGIN * onednn
+        # outside any dispatch mode (FLOP counters, profilers' memory hooks, …): the probe's
+        # matmuls are not the caller's work and must not be counted as such
+        with _disable_current_modes(), torch.no_grad():
+            _auto_choice = _time_both_kernels()
     return _auto_choice
+
+
+def _time_both_kernels() -> bool:
+    """Whether oneDNN beats BLAS by ``AUTO_MARGIN`` on a ``(4096, 256) · (256, 256)`` product."""
+    gen = torch.Generator().manual_seed(0)  # its own: leave the global random stream alone
+    x, w = torch.randn(4096, 256, generator=gen), torch.randn(256, 256, generator=gen)
+    try:
+        onednn = best_seconds(lambda: _conv_rows(x, w, None))
+    except RuntimeError:  # a build whose oneDNN cannot run here
+        return False
+    blas = best_seconds(lambda: torch.mm(x, w.t()))
+    return blas >= AUTO_MARGIN * onednn
 
 
 def _as_image(rows: Tensor) -> Tensor:
