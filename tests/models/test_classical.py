@@ -199,6 +199,19 @@ def test_scaling_from_contract_and_refusals():
         "scale_offset": 0.0,
         "timestep_minutes": 10.0,
     }
-    assert scaling.scaling_from_contract({"units": "K", "frame_interval_minutes": None}) == {}
+    not_rain = {"units": "K", "frame_interval_minutes": None}
+    assert scaling.scaling_from_contract(not_rain) == {"transform": "none"}
+    assert scaling.scaling_from_contract({"frame_interval_minutes": None}) == {}
     with pytest.raises(ValueError, match="not a precipitation field"):
         scaling.to_dbr(np.zeros(3), "none", 0.1)
+
+
+def test_steps_refuses_data_whose_units_are_not_rain():
+    """N-body grey levels (or kelvin, or VIL) are not dBR: read as dBR, a black pixel would be
+    1 mm/h of rain. The data's units reach the model through the contract, and STEPS refuses."""
+    from earthcast.models import create_model
+
+    with pytest.raises(ValueError, match="not a precipitation field"):
+        create_model("pysteps_steps", units="grey level (0-255)", out_len=2)
+    assert create_model("pysteps_steps", units="mm/h", out_len=2).config.transform == "rainrate"
+    assert create_model("pysteps_steps", out_len=2).config.transform == "dbr"  # no units: the default

@@ -52,17 +52,18 @@ def _settings_from_data(overrides: dict[str, Any], steps: bool) -> dict[str, Any
     """Turn the contract's ``units`` / ``km_per_pixel`` (filled by the trainer) into config fields.
 
     For STEPS, ``units`` names the transform when no ``transform`` is given (what ``import_radar``
-    writes: "dBR", "mm/h", "log(1 + mm/h)"; other units keep the default). ``km_per_pixel`` sets
+    writes: "dBR", "mm/h", "log(1 + mm/h)"; other units mean "not precipitation", which STEPS
+    refuses, rather than the dBR default). ``km_per_pixel`` sets
     the Lucas-Kanade ``decl_scale`` to the 20 km of pysteps' default on 1 km grids, unless given,
     and STEPS' ``kmperpixel``.
     """
-    from earthcast.models.classical.scaling import UNITS
+    from earthcast.models.classical.scaling import transform_for_units
 
     overrides = dict(overrides)
     units, km = overrides.pop("units", None), overrides.pop("km_per_pixel", None)
-    by_units = {u: name for name, u in UNITS.items()}
-    if steps and units in by_units:
-        overrides.setdefault("transform", by_units[units])
+    transform = transform_for_units(units)
+    if steps and transform is not None:
+        overrides.setdefault("transform", transform)
     if km:
         overrides.setdefault("decl_scale", max(1, round(_LK_DECLUSTER_KM / float(km))))
         if steps:

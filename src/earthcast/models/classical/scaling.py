@@ -130,16 +130,27 @@ def from_dbr(
     return normalise(from_rainrate(rate, transform, threshold, zerovalue), scale_factor, scale_offset)
 
 
+def transform_for_units(units: str | None) -> str | None:
+    """The transform that data in ``units`` are stored in: a precipitation transform for the units
+    ``import_radar`` writes ("dBR", "mm/h", "log(1 + mm/h)"), ``"none"`` for any other units (grey
+    levels, kelvin, VIL: STEPS then refuses them instead of reading them as dBR), ``None`` when the
+    data say nothing (the caller's default stands)."""
+    if units is None:
+        return None
+    by_units = {name_units: name for name, name_units in UNITS.items()}
+    return by_units.get(units, "none")
+
+
 def scaling_from_contract(contract: Mapping[str, Any]) -> dict[str, Any]:
     """STEPS config overrides read from a data contract (the keys it has; units name the transform).
 
-    ``units`` "dBR" / "mm/h" / "log(1 + mm/h)" (what ``import_radar`` writes) select ``transform``;
-    ``scale_factor``/``scale_offset`` and ``frame_interval_minutes`` are copied when present.
+    ``units`` select ``transform`` (:func:`transform_for_units`); ``scale_factor``/``scale_offset``
+    and ``frame_interval_minutes`` are copied when present.
     """
-    by_units = {units: name for name, units in UNITS.items()}
     out: dict[str, Any] = {}
-    if contract.get("units") in by_units:
-        out["transform"] = by_units[contract["units"]]
+    transform = transform_for_units(contract.get("units"))
+    if transform is not None:
+        out["transform"] = transform
     for key in ("scale_factor", "scale_offset"):
         if contract.get(key) is not None:
             out[key] = float(contract[key])
