@@ -165,6 +165,20 @@ def test_sevir_targets_in_the_wrong_scale_name_the_right_one():
     assert score_arrays(pred, dry, kind="sevir", scale="255")["mse"] > 0
 
 
+def test_sevir_forecasts_in_another_scale_than_the_targets_are_named():
+    pred, target = sevir_bytes(5)
+    with pytest.raises(ValueError, match=r"forecasts of samples 0… reach 25\d.*look like bytes"):
+        score_arrays(pred, target / 255, kind="sevir", scale="01")
+    with pytest.raises(
+        ValueError, match=r"forecasts of samples 0… lie in \[0, 1\] while the targets are VIL bytes"
+    ):
+        score_arrays(pred / 255, target, kind="sevir", scale="255")
+    overshoot = np.clip(pred / 255 * 1.5, 0, None)  # an unclamped network overshooting 1 is scored
+    assert score_arrays(overshoot, target / 255, kind="sevir", scale="01")["csi_m"] >= 0
+    silent = np.zeros_like(pred)  # a forecast of no echo is valid in either scale
+    assert score_arrays(silent, target, kind="sevir", scale="255")["csi_m"] == 0
+
+
 def test_one_member_ensemble_scores_crps_as_mae_without_spread():
     pred, target = sevir_bytes(6)
     out = score_arrays(pred[:, None] / 255, target / 255, kind="sevir", ensemble=True)

@@ -106,6 +106,7 @@ def score_arrays(
         t = _chunk(target, start, chunk_size, "target", allow_nan=True)
         if kind == "sevir":
             _check_sevir_scale(t, scale, start)
+            _check_sevir_pred_scale(p, t, scale, start)
             p, t = _sevir_to_01(p, t, scale)
         elif kind == "enso" and bool(torch.isnan(t).any()):
             raise ValueError(
@@ -262,6 +263,33 @@ def _check_sevir_scale(target: Tensor, scale: str, first: int) -> None:
         raise ValueError(
             f"score_arrays: {where} lie in [0, 1] with fractional values, but scale '255' means VIL "
             "bytes; for data in [0, 1] pass --scale 01"
+        )
+
+
+PRED_OVERSHOOT_01 = 2.0
+"""Forecasts on scale ``01`` may overshoot 1 a little (an unclamped network); twice the range is
+no overshoot but bytes."""
+
+
+def _check_sevir_pred_scale(pred: Tensor, target: Tensor, scale: str, first: int) -> None:
+    """Forecasts on another scale than their targets (bytes scored as ``01`` are scaled twice and
+    give a plausible-looking CSI near 0; [0, 1] forecasts against bytes never reach a threshold),
+    named like the targets' check."""
+    high = float(pred.max())
+    where = f"forecasts of samples {first}…"
+    if scale == "01" and high > PRED_OVERSHOOT_01:
+        raise ValueError(
+            f"score_arrays: {where} reach {high:g}, but scale '01' means VIL in [0, 1]; the forecasts "
+            "look like bytes (0–255): bring them to the targets' scale (divide by 255), or score "
+            "bytes against bytes with --scale 255"
+        )
+    observed = target[~torch.isnan(target)]
+    targets_are_bytes = observed.numel() > 0 and float(observed.max()) > 1.0
+    fractional = bool(((pred > 0) & (pred < 1)).any())
+    if scale == "255" and targets_are_bytes and high <= 1.0 and fractional:
+        raise ValueError(
+            f"score_arrays: {where} lie in [0, 1] while the targets are VIL bytes (scale '255'); "
+            "bring the forecasts to bytes (multiply by 255), or score both in [0, 1] with --scale 01"
         )
 
 
