@@ -139,6 +139,33 @@ def test_sampler_shards_pad_and_resume():
         EpochSampler(10, num_replicas=4, rank=4)
 
 
+def test_evaluation_shards_score_every_sample_exactly_once():
+    for length, world in ((5, 2), (10, 4), (8, 4), (3, 3)):
+        shards = [
+            EpochSampler(length, shuffle=False, num_replicas=world, rank=r, pad=False) for r in range(world)
+        ]
+        indices = [list(s) for s in shards]
+        assert [len(i) for i in indices] == [len(s) for s in shards]
+        assert sorted(i for shard in indices for i in shard) == list(range(length))  # once each
+    assert [list(EpochSampler(5, shuffle=False, num_replicas=2, rank=r, pad=False)) for r in range(2)] == [
+        [0, 2, 4],
+        [1, 3],
+    ]
+
+
+def test_evaluation_on_more_processes_than_samples_is_refused(nbody_root):
+    from types import SimpleNamespace
+
+    dm = create_datamodule("nbody", root=str(nbody_root), in_len=4, out_len=4, num_workers=0)
+    dm.setup("validate")
+    n_val = len(dm.datasets["val"])
+    dm.trainer = SimpleNamespace(world_size=n_val + 1, global_rank=0)
+    with pytest.raises(ValueError, match=rf"val split has {n_val} samples for {n_val + 1} processes"):
+        dm.val_dataloader()
+    dm.trainer = SimpleNamespace(world_size=3, global_rank=2)
+    assert list(dm.val_dataloader().sampler) == list(range(2, n_val, 3))  # no padded repeat
+
+
 def test_radar_splits_are_consecutive_and_share_training_statistics(tmp_path):
     dm = create_datamodule(
         "radar",

@@ -177,7 +177,16 @@ class ForecastDataModule(L.LightningDataModule):
         dataset = self._dataset(split)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank)
+        if not shuffle and len(dataset) < world:
+            # every process must score at least one sample: the metric states are summed over them
+            raise ValueError(
+                f"the {split} split has {len(dataset)} samples for {world} processes; evaluate on "
+                f"fewer devices (trainer.devices) or with more {split} samples"
+            )
+        # evaluation shards are not padded: a repeated sample would be scored twice
+        sampler = EpochSampler(
+            len(dataset), shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank, pad=shuffle
+        )
         cfg = self.config
         batch_size = cfg.batch_size if shuffle else (cfg.eval_batch_size or cfg.batch_size)
         if shuffle and self._resume:

@@ -2,9 +2,11 @@
 
 The order of epoch ``e`` is a pure function of ``(seed, e)`` (a ``torch.randperm`` with its own
 generator), so it never depends on the global random state and a resumed run sees exactly the
-sequences an uninterrupted run would have seen. Like ``DistributedSampler``, the index list is
-padded by repeating its head until it divides evenly, and rank ``r`` takes every
-``num_replicas``-th index starting at ``r``; with ``num_replicas=1`` nothing is padded.
+sequences an uninterrupted run would have seen. Rank ``r`` takes every ``num_replicas``-th index
+starting at ``r``. For training (``pad=True``), like ``DistributedSampler``, the index list is
+padded by repeating its head until it divides evenly, so every rank takes the same number of
+steps. Evaluation (``pad=False``) must not pad: a repeated sample would be scored twice and the
+scores would depend on the number of processes; its shards differ by at most one sample.
 
 Resuming: ``resume(epoch, samples_done)`` makes the next iteration of that epoch skip the
 samples this rank has already consumed; ``len()`` stays the full epoch length, as the training
@@ -28,16 +30,27 @@ class EpochSampler(Sampler[int]):
         shuffle: draw a new permutation every epoch (False: data-set order, for evaluation).
         seed: base seed; epoch ``e`` uses ``seed + e``.
         num_replicas, rank: data-parallel world size and this process's rank.
+        pad: repeat the head so every rank gets ``ceil(length / num_replicas)`` indices
+            (training); False gives each rank its own samples only (evaluation).
     """
 
     def __init__(
-        self, length: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0
+        self,
+        length: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pad: bool = True,
     ):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
-        self.length, self.shuffle, self.seed = length, shuffle, seed
+        self.length, self.shuffle, self.seed, self.pad = length, shuffle, seed, pad
         self.num_replicas, self.rank = num_replicas, rank
-        self.num_samples = math.ceil(length / num_replicas) if length else 0
+        if pad:
+            self.num_samples = math.ceil(length / num_replicas) if length else 0
+        else:
+            self.num_samples = len(range(rank, length, num_replicas))
         self.epoch = 0
         self._skip = 0
 
@@ -58,6 +71,8 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.length, generator=generator).tolist()
         else:
             order = list(range(self.length))
+        if not self.pad:
+            return order[self.rank :: self.num_replicas]
         total = self.num_samples * self.num_replicas
         while len(order) < total:  # pad by repeating the head (only when sharded unevenly)
             order += order[: total - len(order)]
