@@ -22,7 +22,9 @@ def test_sevir_scores_match_score_arrays(cli, contexts: Path, targets: Path, tmp
     )
     assert code == 0, err
     printed = json.loads(stdout)
-    assert SEVIR_KEYS | {"csi_m", "mse", "mae"} <= set(printed)
+    assert SEVIR_KEYS | {"csi_m", "mse", "mae", "csi_m_pool4", "csi_m_pool16", "csi@74_pool16"} <= set(
+        printed
+    )
     expected = score_arrays(np.load(contexts), np.load(targets), "sevir", "01", "0")
     assert printed == pytest.approx(expected)
     assert json.loads(out.read_text()) == printed

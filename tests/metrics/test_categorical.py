@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from earthcast.metrics.categorical import EPS, SEVIR_THRESHOLDS, ContingencyScores
+from earthcast.metrics.categorical import EPS, SEVIR_THRESHOLDS, ContingencyScores, PooledCSI
 
 # 3×3 frame, threshold 0.5 on 0/1 fields. Cells: H = hit, M = miss, F = false alarm, N = correct negative
 #   H H M
@@ -98,6 +98,27 @@ def test_pooled_csi_hand_example():
     assert out["csi@0.5"].item() == pytest.approx(1 / (3 + EPS))
     assert out["hss@0.5"].item() == pytest.approx(2 * (1 * 1 - 1 * 1) / (2 * 2 + 2 * 2 + EPS))
     torch.testing.assert_close(pooled.counts, torch.tensor([[1], [1], [1], [1]]))
+
+
+@pytest.mark.parametrize("pool_size", [4, 16])
+def test_pooled_csi_matches_numpy_max_pooling(pool_size):
+    pred, target = sevir_fields(7, shape=(2, 3, 32, 32, 1))
+    metric = PooledCSI(SEVIR_THRESHOLDS, pool_size)
+    metric.update(pred, target)
+    out = metric.compute()
+    assert set(out) == {f"csi@{tau}_pool{pool_size}" for tau in SEVIR_THRESHOLDS} | {f"csi_m_pool{pool_size}"}
+
+    def pooled(x: np.ndarray) -> np.ndarray:  # (B, T, H, W, 1) → per-block maxima
+        b, t, h, w, _ = x.shape
+        return x.reshape(b, t, h // pool_size, pool_size, w // pool_size, pool_size).max(axis=(3, 5))
+
+    p, t = pooled(pred.numpy() * 255), pooled(target.numpy() * 255)
+    expected = [numpy_csi(p, t, tau) for tau in SEVIR_THRESHOLDS]
+    for tau, csi in zip(SEVIR_THRESHOLDS, expected):
+        assert out[f"csi@{tau}_pool{pool_size}"].item() == pytest.approx(csi, abs=1e-12)
+    assert out[f"csi_m_pool{pool_size}"].item() == pytest.approx(np.mean(expected), abs=1e-12)
+    with pytest.raises(ValueError, match="pool_size must be an integer >= 2"):
+        PooledCSI(SEVIR_THRESHOLDS, 1)
 
 
 @pytest.mark.parametrize("pool_size", [1, 2])

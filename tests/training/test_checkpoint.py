@@ -167,6 +167,8 @@ def test_persistence_is_scored_without_training(tmp_path):
     config = load_config("sevir", tiny_overrides("sevir", tmp_path))
     metrics = evaluate("persistence", config)
     assert {"csi_m", "mse", "mae"} <= set(metrics) and 0 < metrics["csi_m"] < 1
+    # PreDiff's pooled CSI: an event forecast within a 4- or 16-pixel block counts as a hit
+    assert metrics["csi_m"] <= metrics["csi_m_pool4"] <= metrics["csi_m_pool16"]
     with pytest.raises(ValueError, match=r"neither a checkpoint file nor a registered model"):
         evaluate("persistance", config)
     system = ForecastSystem(model_name="persistence", dataset="sevir")

@@ -30,6 +30,7 @@ from earthcast.metrics.categorical import (
     SEVIR_SCALE,
     SEVIR_THRESHOLDS,
     ContingencyScores,
+    PooledCSI,
 )
 from earthcast.metrics.continuous import MAE, MSE, SSIM
 from earthcast.metrics.energy import EnergyError
@@ -49,6 +50,13 @@ def sevir_csi(**overrides: Any) -> ContingencyScores:
     """SEVIR categorical scores: SEVIR thresholds, inputs in [0, 1] (×255), 255 = missing."""
     kwargs = {"thresholds": SEVIR_THRESHOLDS, "scale": SEVIR_SCALE, "missing_value": SEVIR_MISSING_VALUE}
     return ContingencyScores(**{**kwargs, **overrides})
+
+
+@METRICS.register("sevir_csi_pool")
+def sevir_csi_pool(pool_size: int = 4, **overrides: Any) -> PooledCSI:
+    """CSI-pool``s`` of PreDiff (``csi@τ_pool{s}``, ``csi_m_pool{s}``) with the SEVIR defaults."""
+    kwargs = {"thresholds": SEVIR_THRESHOLDS, "scale": SEVIR_SCALE, "missing_value": SEVIR_MISSING_VALUE}
+    return PooledCSI(pool_size=pool_size, **{**kwargs, **overrides})
 
 
 @METRICS.register("fss")

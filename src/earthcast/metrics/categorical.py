@@ -222,3 +222,29 @@ class ContingencyScores(StreamingMetric):
                 result[threshold_key(name, tau)] = scores[name][..., i]
         result["csi_m"] = scores["csi"].mean(dim=-1)
         return result
+
+
+POOL_SIZES = (4, 16)
+"""PreDiff's pooled CSI neighbourhoods (CSI-pool4, CSI-pool16, SPEC §5.8)."""
+
+
+class PooledCSI(ContingencyScores):
+    """CSI on max-pooled frames, keyed by the pool size: ``csi@τ_pool{s}`` per threshold and
+    ``csi_m_pool{s}`` (PreDiff's "CSI-pool4/16"), next to the pixel-level scores of an unpooled
+    :class:`ContingencyScores` in the same metric dictionary.
+
+    Only CSI is reported: on pooled frames it measures whether an event is forecast within an
+    ``s``-pixel neighbourhood, which is what the papers compare; POD/SUCR/BIAS of pooled frames
+    are kept by :class:`ContingencyScores` with ``pool_size`` for who needs them.
+
+    Args: those of :class:`ContingencyScores`; ``pool_size`` must be at least 2.
+    """
+
+    def __init__(self, thresholds: Sequence[float], pool_size: int, **kwargs) -> None:
+        if not isinstance(pool_size, int) or pool_size < 2:
+            raise ValueError(f"PooledCSI: pool_size must be an integer >= 2, got {pool_size!r}")
+        super().__init__(thresholds, pool_size=pool_size, **kwargs)
+
+    def compute(self) -> dict[str, Tensor]:
+        suffix = f"_pool{self.pool_size}"
+        return {key + suffix: value for key, value in super().compute().items() if key.startswith("csi")}

@@ -19,7 +19,9 @@ threshold τ, the Brier score of ``P(x ≥ τ)`` with its decomposition (``brier
 Kinds:
 
 * ``"sevir"``: VIL. ``csi@τ, pod@τ, sucr@τ, bias@τ, hss@τ`` for the SEVIR thresholds and
-  ``csi_m`` (aggregated with ``mode``), plus pixel-mean ``mse`` and ``mae`` on the [0, 1] scale.
+  ``csi_m`` (aggregated with ``mode``), PreDiff's pooled CSI ``csi@τ_pool4``, ``csi_m_pool4``
+  (and ``…_pool16``: frames max-pooled 4×4 / 16×16 first), plus pixel-mean ``mse`` and ``mae`` on
+  the [0, 1] scale.
   Target pixels equal to 255 (byte units) or NaN are missing and excluded everywhere.
 * ``"enso"``: min-max normalised SST on the 24 × 48 grid, no missing values.
   ``c_nino34_m, c_nino34_wm, nino_rmse, mse`` and the per-lead correlation ``cor``.
@@ -42,7 +44,13 @@ from torch import Tensor
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-from earthcast.metrics.categorical import SEVIR_SCALE, SEVIR_THRESHOLDS, ContingencyScores
+from earthcast.metrics.categorical import (
+    POOL_SIZES,
+    SEVIR_SCALE,
+    SEVIR_THRESHOLDS,
+    ContingencyScores,
+    PooledCSI,
+)
 from earthcast.metrics.continuous import MAE, MSE, SSIM
 from earthcast.metrics.enso import ENSO_GRID, NINO_WINDOW, EnsoScores
 
@@ -303,8 +311,13 @@ def _sevir_to_01(pred: Tensor, target: Tensor, scale: str) -> tuple[Tensor, Tens
 
 def _build_metrics(kind: str, scale: str, mode: str) -> dict[str, Metric]:
     if kind == "sevir":
+        pooled = {
+            f"pool{size}": PooledCSI(SEVIR_THRESHOLDS, size, mode=mode, scale=SEVIR_SCALE)
+            for size in POOL_SIZES
+        }
         return {
             "categorical": ContingencyScores(SEVIR_THRESHOLDS, mode=mode, scale=SEVIR_SCALE),
+            **pooled,
             "mse": MSE(),
             "mae": MAE(),
         }

@@ -5,6 +5,7 @@ data set                  metrics (logged as ``val/<name>``, ``test/<name>``)  s
 ========================  ===============================================  ======================
 ``sevir``, ``sevirlr``    ``csi@τ``, ``pod@τ``, ``sucr@τ``, ``bias@τ``,       ``csi_m`` (max)
                           ``hss@τ`` for the six VIL thresholds, ``csi_m``;
+                          ``csi@τ_pool4/16``, ``csi_m_pool4/16`` (PreDiff);
                           ``mse``/``mae`` pixel means on the [0, 1] scale
 ``nbody``, ``moving_mnist`` ``mse``/``mae`` per-frame sums, ``ssim``        ``mse`` (min)
 ``enso``                  ``c_nino34_m``, ``c_nino34_wm``, ``nino_rmse``,      ``c_nino34_m`` (max)
@@ -37,7 +38,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from earthcast.metrics import MAE, MSE, SSIM, EnsoScores, get_metric
-from earthcast.metrics.categorical import SEVIR_THRESHOLDS, ContingencyScores, scores_from_counts
+from earthcast.metrics.categorical import POOL_SIZES, SEVIR_THRESHOLDS, ContingencyScores, scores_from_counts
 
 ENSEMBLE_METRICS = ("crps", "spread_skill")
 """Names of the metrics that ``ensemble_metrics`` builds (fed the members, not their mean)."""
@@ -87,8 +88,13 @@ class Scoring:
 def _sevir(contract: dict[str, Any]) -> dict[str, Metric]:
     thresholds = tuple(contract.get("thresholds") or SEVIR_THRESHOLDS)
     scale = float(contract.get("scale_factor") or 1.0)
+    pooled = {
+        f"csi_pool{size}": get_metric("sevir_csi_pool", pool_size=size, thresholds=thresholds, scale=scale)
+        for size in POOL_SIZES
+    }
     return {
         "csi": get_metric("sevir_csi", thresholds=thresholds, scale=scale),
+        **pooled,
         "mse": MSE("pixel_mean"),
         "mae": MAE("pixel_mean"),
     }
