@@ -81,3 +81,11 @@ def test_paper_presets_match_table_parameter_counts(key, table):
     n = sum(p.numel() for p in model.parameters()) / 1e6
     target = PAPER_PARAMS_M[table][key]
     assert abs(n - target) / target < 0.05, f"{key}_{table}: {n:.2f} M parameters, table {target} M"
+
+
+def test_tiny_presets_share_one_problem_shape():
+    """Every ``*_tiny`` preset forecasts 3 frames from 4 of 16×16, so a tiny test input fits all."""
+    for key in KEYS:
+        config = create_model(f"{key}_tiny").config
+        shape = (config.in_len, config.out_len, config.height, config.width)
+        assert shape == (4, 3, 16, 16), key

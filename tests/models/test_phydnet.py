@@ -116,10 +116,13 @@ def test_frames_not_divisible_by_four_are_padded_and_cropped():
     ("field", "value", "message"),
     [
         ("phycell_kernel", 4, "phycell_kernel"),
-        ("base_channels", 12, "base_channels"),
+        ("base_channels", 12, r"base_channels=12 must be a multiple of norm_groups=16 and at least 2·norm"),
+        ("base_channels", 24, r"base_channels=24 must be a multiple of norm_groups=16"),
         ("sampling_mode", "x", "sampling_mode"),
     ],
 )
 def test_invalid_config_names_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         PhyDNetConfig(**{field: value})
+    if field == "base_channels":  # the rule the message states is the rule applied
+        assert PhyDNetConfig(base_channels=12, norm_groups=4).base_channels == 12

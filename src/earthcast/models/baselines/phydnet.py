@@ -118,7 +118,8 @@ class PhyDNetConfig(ShapeConfig):
         if self.base_channels % self.norm_groups or self.base_channels < 2 * self.norm_groups:
             raise ValueError(
                 f"invalid PhyDNetConfig: base_channels={self.base_channels} must be a multiple of "
-                f"2·norm_groups={2 * self.norm_groups}; change either"
+                f"norm_groups={self.norm_groups} and at least 2·norm_groups={2 * self.norm_groups} "
+                "(two channels per group); change either"
             )
         if not self.lstm_hidden or min(self.lstm_hidden) < 1:
             raise ValueError(
