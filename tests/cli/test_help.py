@@ -39,5 +39,6 @@ def test_restated_choices_match_the_library():
     assert score.KINDS == metrics_score.KINDS
     assert score.SCALES == metrics_score.SCALES
     assert score.MODES == metrics_score.MODES
+    assert score.REDUCTIONS == metrics_score.REDUCTIONS
     assert set(data.RADAR_SOURCE_NAMES) == set(RADAR_SOURCES)
     assert set(data.RADAR_TRANSFORMS) == set(UNITS)

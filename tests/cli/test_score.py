@@ -53,6 +53,15 @@ def test_byte_scale_and_continuous(cli, contexts: Path, targets: Path, tmp_path:
     scores = json.loads(stdout)
     assert set(scores) == {"mse", "mae", "ssim", "scored_pixels", "missing_pixels"}
     assert (scores["scored_pixels"], scores["missing_pixels"]) == (target.size, 0)
+    code, stdout, _ = cli(
+        "score", "--pred", tmp_path / "p.npy", "--target", tmp_path / "t.npy", "--metrics", "continuous",
+        "--scale", "255", "--reduction", "frame_sum", "--quiet",
+    )  # fmt: skip
+    summed = json.loads(stdout)
+    pixels_per_frame = target.shape[-1] * target.shape[-2]  # (N, T, H, W): one channel
+    assert summed["mse"] == pytest.approx(scores["mse"] * pixels_per_frame, rel=1e-6)
+    assert summed["mae"] == pytest.approx(scores["mae"] * pixels_per_frame, rel=1e-6)
+    assert summed["ssim"] == pytest.approx(scores["ssim"])
     assert scores == pytest.approx(score_arrays(pred, target, "continuous", "255"))
 
 

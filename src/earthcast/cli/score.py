@@ -20,6 +20,7 @@ from earthcast.cli import UserError
 KINDS = ("sevir", "enso", "continuous")
 SCALES = ("01", "255")
 MODES = ("0", "1", "2")
+REDUCTIONS = ("pixel_mean", "frame_sum")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="0",
         choices=MODES,
         help="categorical aggregation: 0 pooled, 1 per lead time (lists), 2 per lead then averaged",
+    )
+    p.add_argument(
+        "--reduction",
+        default="pixel_mean",
+        choices=REDUCTIONS,
+        help="continuous: mse/mae per pixel (pixel_mean) or summed over each frame (frame_sum, the "
+        "N-body / Moving MNIST convention of the papers and of `earthcast test` on those data)",
     )
     p.add_argument("--var", help="variable of a NetCDF/Zarr --pred (and --target unless --target-var)")
     p.add_argument(
@@ -101,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             args.mode,
             progress=not args.quiet,
             ensemble=ensemble,
+            reduction=args.reduction,
         )
     if scores["missing_pixels"]:
         total = scores["missing_pixels"] + scores["scored_pixels"]

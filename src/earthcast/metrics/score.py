@@ -25,7 +25,8 @@ Kinds:
   Target pixels equal to 255 (byte units) or NaN are missing and excluded everywhere.
 * ``"enso"``: min-max normalised SST on the 24 × 48 grid, no missing values.
   ``c_nino34_m, c_nino34_wm, nino_rmse, mse`` and the per-lead correlation ``cor``.
-* ``"continuous"``: pixel-mean ``mse`` and ``mae`` on the data's own scale and frame-wise
+* ``"continuous"``: pixel-mean (or, with ``reduction="frame_sum"``, per-frame summed) ``mse`` and
+  ``mae`` on the data's own scale and frame-wise
   ``ssim`` with ``data_range`` 1 (scale ``"01"``) or 255 (scale ``"255"``).
 
 Every kind also reports ``scored_pixels`` and ``missing_pixels``: target pixels scored and left
@@ -59,6 +60,7 @@ ScaleName = Literal["01", "255"]
 KINDS = ("sevir", "enso", "continuous")
 SCALES = ("01", "255")
 MODES = ("0", "1", "2")
+REDUCTIONS = ("pixel_mean", "frame_sum")
 SSIM_MIN_SIZE = 11
 """SSIM's default Gaussian window is 11 × 11, so frames must be at least that large."""
 
@@ -72,6 +74,7 @@ def score_arrays(
     chunk_size: int = 16,
     progress: bool | None = None,
     ensemble: bool = False,
+    reduction: str = "pixel_mean",
 ) -> dict[str, float | list[float]]:
     """Score forecasts against targets.
 
@@ -86,6 +89,9 @@ def score_arrays(
         chunk_size: samples per chunk.
         progress: show a tqdm bar; None shows it only when stderr is a terminal.
         ensemble: ``pred``'s second axis holds ensemble members (see the module docstring).
+        reduction: ``"continuous"`` only: ``mse``/``mae`` as ``"pixel_mean"`` or ``"frame_sum"``
+            (summed over each frame's pixels, then averaged: the N-body / Moving MNIST convention
+            of the papers' tables and of ``earthcast test`` on those data sets).
 
     Returns:
         Flat dictionary of Python floats (scalars) and lists of floats (per-lead vectors), plus
@@ -103,7 +109,11 @@ def score_arrays(
     target = _as_5d(target, "target")
     forecast_shape = tuple(pred.shape[:1] + pred.shape[2:]) if ensemble else tuple(pred.shape)
     _check_shapes(forecast_shape, tuple(target.shape), kind)
-    metrics = _build_metrics(kind, scale, mode)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"score_arrays: unknown reduction {reduction!r}; use one of {', '.join(REDUCTIONS)}")
+    if reduction != "pixel_mean" and kind != "continuous":
+        raise ValueError(f"score_arrays: reduction={reduction!r} applies to kind='continuous' only")
+    metrics = _build_metrics(kind, scale, mode, reduction)
     members_metrics = _ensemble_metrics(kind, pred.shape[1]) if ensemble else {}
     n_samples, n_valid = pred.shape[0], 0
     show = sys.stderr.isatty() if progress is None else progress
@@ -309,7 +319,7 @@ def _sevir_to_01(pred: Tensor, target: Tensor, scale: str) -> tuple[Tensor, Tens
     return pred, target.masked_fill(missing, torch.nan)
 
 
-def _build_metrics(kind: str, scale: str, mode: str) -> dict[str, Metric]:
+def _build_metrics(kind: str, scale: str, mode: str, reduction: str = "pixel_mean") -> dict[str, Metric]:
     if kind == "sevir":
         pooled = {
             f"pool{size}": PooledCSI(SEVIR_THRESHOLDS, size, mode=mode, scale=SEVIR_SCALE)
@@ -324,7 +334,7 @@ def _build_metrics(kind: str, scale: str, mode: str) -> dict[str, Metric]:
     if kind == "enso":
         return {"enso": EnsoScores()}
     data_range = 1.0 if scale == "01" else 255.0
-    return {"mse": MSE(), "mae": MAE(), "ssim": SSIM(data_range=data_range)}
+    return {"mse": MSE(reduction), "mae": MAE(reduction), "ssim": SSIM(data_range=data_range)}
 
 
 def _to_python(value: Tensor) -> float | list[float]:
