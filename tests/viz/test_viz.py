@@ -16,11 +16,12 @@ from earthcast.viz.colormaps import (
     VIL_LEVELS,
     colors_for,
     colors_for_contract,
+    mask_missing,
     rain_colors,
     vil_colors,
 )
 from earthcast.viz.scores import plot_score_vs_lead
-from earthcast.viz.sequences import forecast_rows, format_minutes, plot_rows
+from earthcast.viz.sequences import PanelRow, forecast_rows, format_minutes, image_origin, plot_rows
 
 
 def _colour(spec, value: float) -> str:
@@ -99,3 +100,60 @@ def test_score_plot_needs_per_lead_scores(tmp_path: Path):
         plot_score_vs_lead({"a": {"csi@16": 0.9}})
     with pytest.raises(ValueError, match="extension"):
         plot_score_vs_lead({"a": per_lead}, tmp_path / "csi.bmp")
+
+
+@pytest.mark.parametrize("scale, factor", [("255", 1.0), ("01", 255.0)])
+def test_vil_top_label_is_the_last_valid_code_and_code_255_is_masked(scale: str, factor: float):
+    spec = vil_colors(scale)
+    assert spec.ticklabels[-1] == "254 (79)"  # the top of 219–254, not the missing code 255
+    assert vil_colors("255", units="kg m-2").ticklabels[-1] == "79"
+    observed = np.array([0.0, 219.0, 254.0, 255.0], dtype=np.float32) / factor
+    masked = mask_missing(observed, spec)
+    np.testing.assert_array_equal(np.isnan(masked), [False, False, False, True])
+    assert to_hex(spec.cmap(spec.norm(np.ma.masked_invalid(masked)))[-1]) == "#d0d0d0"
+    assert not np.isnan(mask_missing(observed, rain_colors())).any()  # only VIL has a missing code
+
+
+def _north_band(height: int = 8) -> np.ndarray:
+    """One frame stored south-first: row ``height − 1`` is the northern edge, set to 1."""
+    frame = np.zeros((1, height, 6), dtype=np.float32)
+    frame[0, -1] = 1.0
+    return frame
+
+
+def _top_and_bottom(fig) -> tuple[str, str]:
+    """Colours drawn at the top and bottom edge of the first panel."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    box = fig.axes[0].get_window_extent()
+    x = int((box.x0 + box.x1) / 2)
+    rows = (rgba.shape[0] - int(box.y1) + 3, rgba.shape[0] - int(box.y0) - 3)  # image rows run down
+    return tuple(to_hex(rgba[r, x, :3] / 255) for r in rows)
+
+
+@pytest.mark.parametrize("row_order, north_at", [("south_first", 0), (None, 1), ("north_first", 1)])
+def test_panels_put_north_on_top_for_south_first_grids(row_order: str | None, north_at: int):
+    colors = vil_colors("01")
+    rows = [PanelRow("forecast", _north_band(), (5.0,))]
+    fig = plot_rows(rows, colors, origin=image_origin(row_order))
+    assert fig.axes[0].images[0].origin == image_origin(row_order)
+    north = to_hex(colors.cmap(colors.norm(np.array([1.0])))[0])
+    assert _top_and_bottom(fig)[north_at] == north  # stored order is kept for north-first
+    with pytest.raises(ValueError, match="origin"):
+        plot_rows(rows, colors, origin="bottom")
+
+
+def test_gif_takes_the_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from matplotlib.axes import Axes
+
+    images = []
+    original = Axes.imshow
+
+    def spy(self, *args, **kwargs):
+        images.append(original(self, *args, **kwargs))
+        return images[-1]
+
+    monkeypatch.setattr(Axes, "imshow", spy)
+    frames = np.concatenate([_north_band()] * 2)
+    animate_forecast(frames, tmp_path / "a.gif", frames, origin="lower")
+    assert [image.origin for image in images] == ["lower", "lower"]

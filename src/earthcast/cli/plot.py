@@ -5,6 +5,12 @@ units with the file's ``physical_scale_factor``/``physical_add_offset`` (e.g. VI
 code), and the colour map is chosen from the units: SEVIR VIL code → the VIL map, mm/h (dBR,
 log(1 + mm/h)) → the rain-rate map, anything else → viridis. ``--target``/``--context`` are the
 files aligned with predict's ``--input`` (same sample numbering, same scale as the model).
+
+Observed VIL pixels holding the missing-data code 255 (``--target`` and ``--context``) are drawn
+light grey, like NaN, not in the "extreme" colour. Maps are drawn north up: grids stored
+south-first (the forecast's ``y`` coordinate or data contract says ``row_order`` =
+``"south_first"``, e.g. ENSO, or a latitude coordinate that grows with the row index) are drawn
+with row 0 at the bottom; other grids as stored, row 0 at the top.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from earthcast.cli import UserError
+
+if TYPE_CHECKING:
+    from earthcast.viz.colormaps import ColorSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -181,6 +190,23 @@ def _physical(da, channel: int = 0) -> tuple[float, float, str | None]:
     return factor, offset, attrs.get("physical_units", attrs.get("units"))
 
 
+def _origin(ds, contract: dict[str, Any]) -> str:
+    """``imshow`` origin that puts north at the top: the ``y`` coordinate describes these very rows
+    (the input's latitudes, or ``row_order`` written by predict), the contract the training data."""
+    from earthcast.io.forecast import contract_row_order, row_order
+    from earthcast.viz.sequences import image_origin
+
+    order = row_order(ds["y"].values, ds["y"].attrs, "y") if "y" in ds.coords else None
+    return image_origin(order or contract_row_order(contract))
+
+
+def _hide_missing(colors: ColorSpec, *observed: np.ndarray | None) -> list[np.ndarray | None]:
+    """Observations with the missing-data code (VIL 255) as NaN, so they are drawn grey."""
+    from earthcast.viz.colormaps import mask_missing
+
+    return [None if a is None else mask_missing(a, colors) for a in observed]
+
+
 def _plot_forecast(args: argparse.Namespace) -> int:
     from earthcast.viz.animate import animate_forecast
     from earthcast.viz.colormaps import colors_for
@@ -200,6 +226,7 @@ def _plot_forecast(args: argparse.Namespace) -> int:
         clock = ds["lead_time"].attrs.get("units") == "minutes"
         model = ds.attrs.get("model", "forecast")
         when = f", {np.datetime_as_string(ds['time'].values[args.sample], unit='m')}" if "time" in ds else ""
+        origin = _origin(ds, contract)
     interval = contract.get("frame_interval_minutes") or (lead[0] if clock and lead.size else None)
     out_channels = int(contract.get("channels_out") or channels)
     in_channels = int(contract.get("channels_in") or out_channels)
@@ -220,14 +247,13 @@ def _plot_forecast(args: argparse.Namespace) -> int:
     drawn = [a for a in (values, truth, context, member if ensemble else None) if a is not None]
     every = np.concatenate([a.ravel() for a in drawn])
     colors = colors_for(units, variable=name, dataset=contract.get("dataset"), scale="255", data=every)
-    if colors.kind == "vil" and truth is not None:
-        truth = np.where(truth >= 254.5, np.nan, truth)  # VIL code 255 marks missing observations
+    truth, context = _hide_missing(colors, truth, context)
     label = "ensemble mean" if ensemble else "forecast"
     rows = forecast_rows(values, truth, context, interval_minutes=interval, forecast_label=label)
     if ensemble:
         rows.append(PanelRow(f"member {args.member}", member, lead_minutes(len(member), interval), clock))
     title = f"{model}: sample {index}{when}"
-    plot_rows(rows, colors, title=title, path=args.out)
+    plot_rows(rows, colors, title=title, path=args.out, origin=origin)
     message = f"wrote {args.out} (rows: {', '.join(r.label for r in rows)}; colour bar: {colors.label})"
     if args.gif is not None:
         frames = animate_forecast(
@@ -239,6 +265,7 @@ def _plot_forecast(args: argparse.Namespace) -> int:
             colors=colors,
             fps=args.fps,
             title=title,
+            origin=origin,
         )
         message += f" and {args.gif} ({frames} frames)"
     print(message)

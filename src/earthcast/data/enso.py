@@ -274,6 +274,13 @@ def _open_netcdf(path: Path) -> Any:
         ) from err
 
 
+def _coordinate(ds: Any, name: str, default: np.ndarray) -> np.ndarray:
+    """The file's 1-D coordinate ``name`` when it has the documented size, else ``default``."""
+    if name in ds.coords and ds[name].ndim == 1 and ds[name].size == default.size:
+        return np.asarray(ds[name].values, dtype=np.float64)
+    return default
+
+
 def _lon_columns(ds: Any) -> Any:
     if "lon" in ds.coords:
         lon = np.asarray(ds["lon"].values, dtype=np.float64)
@@ -299,6 +306,10 @@ class ENSODataset(Dataset):
     ``(out_len, 24, 48, 1)`` normalised SST, ``nino_target`` float32 ``(out_len − 2,)`` the
     provided Niño3.4 labels of output months ``1 … out_len − 2`` (K), and ``meta``
     ``{"model": int, "family": "CMIP6"|"CMIP5", "start_month": int}``.
+
+    Rows keep the file's order (55°S first in the real files); ``latitude`` / ``longitude`` hold
+    the coordinates of the served rows and columns, so the data contract can record which way the
+    rows run (plots must draw row 0 at the bottom to put north up).
     """
 
     def __init__(
@@ -324,6 +335,8 @@ class ENSODataset(Dataset):
             self.layout = model_layout(ds.attrs, sst.sizes["year"])
             self.models = split_models(self.layout, split)
             cols = _lon_columns(ds)
+            self.latitude = _coordinate(ds, "lat", LAT)  # (24,) degrees north, row order of the data
+            self.longitude = _coordinate(ds, "lon", LON)[cols]  # (48,) degrees east
             series = []
             for m in self.models:
                 _, first, years = self.layout[m]

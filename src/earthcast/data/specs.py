@@ -1,11 +1,13 @@
 """What ``ForecastDataModule`` needs to know about each registered data set.
 
 A :class:`DatasetSpec` says how to build the train/val/test splits from a root, whether data are
-present there, how to write a synthetic look-alike, and the static part of the data contract
-(variable, units, frame interval, thresholds). The registry in ``earthcast.data`` maps names to
-zero-argument factories returning a spec; plug-ins add theirs through the ``earthcast.datasets``
-entry-point group. Keyword arguments reach the data set classes and writers unchanged, so their
-defaults stay in one place (the classes themselves).
+present there, how to write a synthetic look-alike, and the data contract: its static part
+(variable, units, frame interval, thresholds) and what is read from the data (scale; for
+geographic grids ``row_order``, whether row 0 is the northern- or southernmost row, so plots can
+put north up). The registry in ``earthcast.data`` maps names to zero-argument factories
+returning a spec; plug-ins add theirs through the ``earthcast.datasets`` entry-point group.
+Keyword arguments reach the data set classes and writers unchanged, so their defaults stay in one
+place (the classes themselves).
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ CONTRACT_KEYS: tuple[str, ...] = (
     "frame_interval_minutes",
     "thresholds",
 )
-"""Keys every data contract has (``earthcast.training.checkpoint`` documents their meaning)."""
+"""Keys every data contract has (``earthcast.training.checkpoint`` documents their meaning).
+
+Optional keys include ``row_order`` (``"north_first"``/``"south_first"``, see
+``earthcast.io.forecast.row_order``; absent when unknown, and the grid is drawn as stored) and
+``grid_latitude``/``grid_longitude`` (ENSO: row and column coordinates, degrees)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,7 @@ def enso() -> DatasetSpec:
         build=build,
         present=lambda root: (root / en.TRAIN_FILE).is_file(),
         synthesize=synthesize,
+        describe=_enso_grid,
         info={
             "variable": "sst",
             "units": "K (SST anomaly)",
@@ -250,6 +257,18 @@ def enso() -> DatasetSpec:
         },
         source_hint=en._SOURCE_HINT,
     )
+
+
+def _enso_grid(dataset: Any) -> dict[str, Any]:
+    """Row order and coordinates of the ENSO grid: its rows run from 55°S to 60°N, the opposite of
+    image order, and forecasts from ``.npy`` inputs would otherwise carry only row indices."""
+    from earthcast.io.forecast import row_order
+
+    return {
+        "row_order": row_order(dataset.latitude, {"units": "degrees_north"}),
+        "grid_latitude": [float(v) for v in dataset.latitude],
+        "grid_longitude": [float(v) for v in dataset.longitude],
+    }
 
 
 # ------------------------------------------------------------------------- gridded / radar
@@ -266,16 +285,45 @@ def gridded(defaults: dict[str, Any] | None = None, name: str = "gridded") -> Da
 
         call_with(write_synthetic_radar, "write_synthetic_radar", root, **config.synthetic)
 
+    def describe(dataset: Any) -> dict[str, Any]:
+        return {**describe_gridded(dataset), **_gridded_row_order(dataset)}
+
     return DatasetSpec(
         name=name,
         build=lambda root, splits, config: build_gridded(root, splits, config, defaults),
         present=gridded_present,
         synthesize=synthesize,
-        describe=describe_gridded,
+        describe=describe,
         info={"variable": "", "units": "", "scale": "none", "frame_interval_minutes": None, "thresholds": []},
         source_hint="any NetCDF/Zarr store with a time dimension works; radar composites are imported "
         "with `earthcast data import-radar`",
     )
+
+
+def _gridded_row_order(dataset: Any) -> dict[str, Any]:
+    """``{"row_order": ...}`` of a ``GriddedDataset``'s store, or ``{}`` when unknown.
+
+    Stores keep their row order, and many NetCDF/Zarr grids list latitude ascending (south first),
+    which a plot drawing row 0 on top shows upside down. The y coordinate (latitude or projection
+    y) tells; failing that, a pysteps ``yorigin`` attribute (radar imports).
+    """
+    from earthcast.data.gridded import open_store
+    from earthcast.io.forecast import row_order
+
+    def read(ds: Any) -> str | None:
+        y = dataset.y_dim
+        order = row_order(ds[y].values, ds[y].attrs, y) if y in ds.coords else None
+        return order or _YORIGIN_ORDER.get(str(ds.attrs.get("yorigin", "")).lower())
+
+    if dataset._path is None:
+        order = read(dataset._ds)
+    else:
+        with open_store(dataset._path, dataset._engine) as ds:
+            order = read(ds)
+    return {} if order is None else {"row_order": order}
+
+
+_YORIGIN_ORDER = {"upper": "north_first", "lower": "south_first"}
 
 
 def radar() -> DatasetSpec:

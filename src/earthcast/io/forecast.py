@@ -21,7 +21,20 @@ compressed chunk, so reading one sample reads only its chunk. Layout of the file
                                           no clock interval (monthly data)
 ``sample(sample)``                        index of the sample in the input file
 ``time(sample)``, ``valid_time``          reference time / valid time, when known
+``y(y)``, ``x(x)``                        the input's grid coordinates; else latitudes /
+                                          longitudes recorded in the contract
+                                          (``grid_latitude``/``grid_longitude``, ENSO); else
+                                          row / column indices
 ========================================  ==============================================
+
+**Row order.** Plots draw row 0 at the top, which is north only for data stored north-first
+(SEVIR, radar composites). Grids whose latitude grows with the row index (ENSO: 55°S … 60°N, most
+lat-ascending NetCDF/Zarr stores) must be drawn the other way up, and ``.npy`` inputs carry no
+coordinates that would tell. So the ``y`` coordinate gets a ``row_order`` attribute,
+``"north_first"`` or ``"south_first"``, whenever it is known: from the input's own ``y``
+coordinate (latitude, or projection y), else from the contract's ``row_order``
+(``contract_row_order``). ``row_order`` reads it back from a coordinate; ``earthcast plot`` draws
+``"south_first"`` grids with ``origin="lower"``, so north is at the top.
 
 **Values stay in the model's scale** (the scale of the input, e.g. SEVIR VIL code / 255), so a
 forecast scores against targets prepared like the training data. The ``units`` attribute
@@ -49,10 +62,13 @@ from earthcast.utils.io import atomic_path
 
 __all__ = [
     "FILL_VALUE",
+    "ROW_ORDERS",
     "cf_units",
+    "contract_row_order",
     "exceedance_probability",
     "forecast_dataset",
     "physical_scale",
+    "row_order",
     "variable_name",
     "write_forecast",
     "write_forecast_batches",
@@ -79,6 +95,13 @@ _VARIABLES: dict[str, tuple[str, str | None]] = {
 _RAIN_RATE_UNITS = ("mm/h", "mm h-1", "mm hr-1")
 _DIMENSIONLESS_WORDS = ("code", "grey level", "gray level", "count")
 _MEMBER_ATTRS = {"standard_name": "realization", "long_name": "ensemble member"}
+ROW_ORDERS: tuple[str, ...] = ("north_first", "south_first")
+"""Values of ``row_order``: row 0 is the northernmost row (image order) or the southernmost."""
+_NORTHWARD_STANDARD_NAMES = ("latitude", "grid_latitude", "projection_y_coordinate")
+_LATITUDE_UNITS = ("degrees_north", "degree_north", "degrees_n", "degree_n", "degreesn", "degreen")
+_LATITUDE_DIMS = ("lat", "latitude", "nav_lat")
+_LEGACY_ROW_ORDERS = {"enso": "south_first"}
+"""Row order of built-in data sets whose older contracts do not record it."""
 
 
 def physical_scale(contract: Mapping[str, Any]) -> tuple[float, float]:
@@ -125,6 +148,59 @@ def cf_units(units: str | None) -> str:
     if not base or any(word in base.lower() for word in _DIMENSIONLESS_WORDS):
         return "1"
     return base
+
+
+def _grows_northward(attrs: Mapping[str, Any], name: str | None) -> bool:
+    """Whether a y coordinate is a latitude or a northing, so its direction tells the row order;
+    plain ``y`` values (row indices, unlabelled numbers) say nothing about north."""
+    standard = str(attrs.get("standard_name", "")).strip().lower()
+    units = str(attrs.get("units", "")).replace(" ", "").lower()
+    long_name = str(attrs.get("long_name", "")).strip().lower()
+    return (
+        standard in _NORTHWARD_STANDARD_NAMES
+        or units in _LATITUDE_UNITS
+        or str(name or "").lower() in _LATITUDE_DIMS
+        or long_name == "latitude"
+        or long_name.startswith("projection y")
+    )
+
+
+def row_order(
+    values: np.ndarray | Sequence[float] | None,
+    attrs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> str | None:
+    """Which way the rows of a grid run, read from its y coordinate ``values`` / ``attrs`` / ``name``.
+
+    A ``row_order`` attribute wins; else a latitude or projection-y coordinate that is strictly
+    monotonic gives ``"south_first"`` when it grows with the row index and ``"north_first"``
+    when it shrinks. Anything else (row indices, a coordinate of unknown meaning) gives ``None``:
+    a guess would silently turn correct maps upside down.
+    """
+    attrs = attrs or {}
+    stated = attrs.get("row_order")
+    if stated in ROW_ORDERS:
+        return str(stated)
+    if values is None or not _grows_northward(attrs, name):
+        return None
+    coordinate = np.asarray(values)
+    if coordinate.ndim != 1 or coordinate.size < 2 or not np.issubdtype(coordinate.dtype, np.number):
+        return None
+    steps = np.diff(coordinate.astype(np.float64))
+    if np.all(steps > 0):
+        return "south_first"
+    if np.all(steps < 0):
+        return "north_first"
+    return None
+
+
+def contract_row_order(contract: Mapping[str, Any]) -> str | None:
+    """The contract's ``row_order``; for ENSO contracts written before the key existed, the
+    order of the ICAR-ENSO files (55°S first), so their forecasts still plot north up."""
+    stated = contract.get("row_order")
+    if stated in ROW_ORDERS:
+        return str(stated)
+    return _LEGACY_ROW_ORDERS.get(str(contract.get("dataset") or "").lower())
 
 
 def variable_name(contract: Mapping[str, Any]) -> str:
@@ -232,12 +308,31 @@ def _coords(
     return coords
 
 
-def _spatial(name: str, size: int, given: tuple[np.ndarray, dict] | None) -> tuple:
+def _spatial(
+    name: str, size: int, given: tuple[np.ndarray, dict] | None, grid: Sequence[float] | None = None
+) -> tuple:
+    """``(dim, values, attrs)`` of ``y`` or ``x``: the input's coordinate, else the contract's
+    ``grid`` latitudes/longitudes (so ``.npy`` inputs still get geographic coordinates), else
+    pixel indices."""
     axis = "Y" if name == "y" else "X"
     if given is not None and len(given[0]) == size:
         return (name, np.asarray(given[0]), {**given[1], "axis": axis})
+    if grid is not None and len(grid) == size:
+        standard, units = ("latitude", "degrees_north") if name == "y" else ("longitude", "degrees_east")
+        attrs = {"standard_name": standard, "long_name": standard, "units": units, "axis": axis}
+        return (name, np.asarray(grid, dtype=np.float64), attrs)
     long_name = "grid row index" if name == "y" else "grid column index"
     return (name, np.arange(size, dtype=np.int32), {"long_name": long_name, "axis": axis})
+
+
+def _y_coordinate(size: int, given: tuple[np.ndarray, dict] | None, contract: Mapping[str, Any]) -> tuple:
+    """The ``y`` coordinate with its ``row_order`` attribute when known (module docstring): the
+    coordinate's own direction first, since it describes these very rows, then the contract."""
+    dim, values, attrs = _spatial("y", size, given, contract.get("grid_latitude"))
+    order = row_order(values, attrs) or contract_row_order(contract)
+    if order is not None:
+        attrs = {**attrs, "row_order": order}
+    return (dim, values, attrs)
 
 
 def forecast_dataset(
@@ -259,7 +354,8 @@ def forecast_dataset(
             ``frame_interval_minutes``, ``thresholds``, …).
         sample_index: ``(N,)`` index of each sample in the input file (default ``0 … N−1``).
         reference_time: ``(N,)`` datetime64 time of each sample's last context frame.
-        y, x: ``(values, attrs)`` coordinates of the grid (default: pixel indices).
+        y, x: ``(values, attrs)`` coordinates of the grid (default: the contract's
+            ``grid_latitude``/``grid_longitude``, else pixel indices); ``y`` gets ``row_order``.
         thresholds: ``τ`` in physical units for ``P(x ≥ τ)`` (ensembles only).
         attrs: global attributes (``title``, ``history``, ``source``, ``institution``, …).
 
@@ -281,7 +377,8 @@ def forecast_dataset(
     name = variable_name(contract)
     interval = contract.get("frame_interval_minutes")
     coords = _coords(n, t, interval, sample_index, reference_time)
-    coords["y"], coords["x"] = _spatial("y", h, y), _spatial("x", w, x)
+    coords["y"] = _y_coordinate(h, y, contract)
+    coords["x"] = _spatial("x", w, x, contract.get("grid_longitude"))
     space = ("lead_time", "y", "x") + (("channel",) if c > 1 else ())
     values = forecast if c > 1 else forecast[..., 0]  # (n, [s,] t, h, w[, c])
     var_attrs = _variable_attrs(contract, name, c)

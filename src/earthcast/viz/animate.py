@@ -5,7 +5,9 @@ Axis legend: ``t`` frame, ``h``/``w`` space.
 One GIF frame per time step: the context frames first (both panels show the observation, titled
 ``context −10 min`` …), then one frame per lead time (``+5 min`` …) with the truth on the left
 and the forecast on the right. Without a truth the forecast is shown alone. The colour bar
-carries the units. The file is written to a temporary name and renamed.
+carries the units. ``origin="lower"`` draws row 0 at the bottom, for south-first grids such as
+ENSO (``earthcast.viz.sequences.image_origin``). The file is written to a temporary name and
+renamed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from earthcast.utils.io import atomic_path
 from earthcast.viz._figure import add_colorbar, new_figure
 from earthcast.viz.colormaps import ColorSpec, continuous_colors
-from earthcast.viz.sequences import as_frames, context_minutes, format_minutes, lead_minutes
+from earthcast.viz.sequences import as_frames, check_origin, context_minutes, format_minutes, lead_minutes
 
 __all__ = ["animate_forecast"]
 
@@ -50,6 +52,7 @@ def animate_forecast(
     fps: float = 2.0,
     title: str | None = None,
     dpi: int = 100,
+    origin: str = "upper",
 ) -> int:
     """Write a GIF of ``truth`` | ``forecast`` through the lead times (after the ``context``).
 
@@ -61,12 +64,14 @@ def animate_forecast(
         fps: GIF frames per second.
         title: figure title.
         dpi: resolution.
+        origin: ``"upper"`` draws row 0 at the top, ``"lower"`` at the bottom (south-first grids).
 
     Returns:
         The number of GIF frames written (``T_context + T_forecast``).
     """
     if Path(path).suffix.lower() != ".gif":
         raise ValueError(f"animation path '{path}' must end in .gif")
+    check_origin(origin)
     forecast = as_frames(forecast, "forecast")
     truth = None if truth is None else as_frames(truth, "truth")
     context = None if context is None else as_frames(context, "context")
@@ -82,7 +87,9 @@ def animate_forecast(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(name, fontsize=9)
-        images.append(ax.imshow(blank, cmap=colors.cmap, norm=colors.norm, interpolation="nearest"))
+        images.append(
+            ax.imshow(blank, cmap=colors.cmap, norm=colors.norm, interpolation="nearest", origin=origin)
+        )
     add_colorbar(fig, list(axes), colors)
     heading = fig.suptitle("", fontsize=9)
 

@@ -9,7 +9,10 @@ tick labels, so a figure never shows an unlabelled grey ramp (PEERS §2, theme 1
   contain the six benchmark thresholds (SPEC §3.1, §4.1). The colours are our own, in the style
   of the NOAA/NWS WSR-88D VIL product legend (NWS Radar Operations Center): black background,
   greys for traces, greens for light, yellow → orange → red for heavy and magenta for extreme
-  VIL. Tick labels give the code and its value in kg m⁻² (``vil_to_kg_m2``).
+  VIL. Tick labels give the code and its value in kg m⁻² (``vil_to_kg_m2``). The top boundary
+  closes the extreme category 219–254, so it is labelled with the largest valid code, 254
+  (79 kg m⁻²): code 255 marks *missing* pixels, not a VIL value. ``mask_missing`` turns
+  code-255 observations into NaN, drawn light grey.
 * **Rain rate** (``rain_colors``): log-spaced levels 0.1 … 100 mm/h (five per decade, rounded
   like the pysteps ``"pysteps"`` / ``"STEPS-BE"`` intensity scales of
   ``pysteps.visualization.precipfields``), pale blue → green → yellow → red → magenta; dry
@@ -19,7 +22,8 @@ tick labels, so a figure never shows an unlabelled grey ramp (PEERS §2, theme 1
 * **Fallback** (``continuous_colors``): viridis between the data's finite extremes.
 
 ``colors_for(units, variable=, dataset=, scale=, data=)`` picks one; ``colors_for_contract``
-reads those fields from a checkpoint's data contract. Missing pixels (NaN) are drawn light grey.
+reads those fields from a checkpoint's data contract. Missing pixels (NaN, and observed VIL code
+255 after ``mask_missing``) are drawn light grey.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize
 
-from earthcast.data.sevir.constants import VIL_SCALE
+from earthcast.data.sevir.constants import VIL_MAX_VALID, VIL_MISSING, VIL_SCALE
 
 __all__ = [
     "RAIN_LEVELS_MM_H",
@@ -41,6 +45,7 @@ __all__ = [
     "colors_for",
     "colors_for_contract",
     "continuous_colors",
+    "mask_missing",
     "rain_colors",
     "vil_colors",
 ]
@@ -88,6 +93,8 @@ class ColorSpec:
         ticklabels: labels for ``ticks`` (None = the numbers).
         extend: colour-bar ``extend`` argument (``"neither"``, ``"min"``, ``"max"``, ``"both"``).
         kind: ``"vil"``, ``"rain"``, ``"anomaly"`` or ``"continuous"``.
+        missing_from: values at or above this encode a missing observation (SEVIR VIL code 255,
+            in the data's scale); ``mask_missing`` hides them. None: no such code.
     """
 
     cmap: Colormap
@@ -97,6 +104,7 @@ class ColorSpec:
     ticklabels: tuple[str, ...] | None = None
     extend: str = "neither"
     kind: str = "continuous"
+    missing_from: float | None = None
 
 
 def _vil_code_to_kg_m2(code: float) -> float:
@@ -116,17 +124,40 @@ def vil_colors(scale: str = "01", units: str | None = None) -> ColorSpec:
     )
     kg = tuple(_vil_code_to_kg_m2(c) for c in VIL_LEVELS)
     compact = (units or "").replace(" ", "").replace("**", "").replace("^", "").lower()
+    codes = _vil_tick_codes()
     if compact in ("kgm-2", "kg/m2"):
         bounds = kg
-        labels = tuple(f"{v:.2g}" for v in kg)
+        labels = tuple(f"{_vil_code_to_kg_m2(c):.2g}" for c in codes)
         label = "VIL (kg m⁻²)"
+        missing_from = None  # decoded data hold missing pixels as NaN already
     else:
         factor = VIL_SCALE if str(scale) == "01" else 1.0
         bounds = tuple(c / factor for c in VIL_LEVELS)
-        labels = tuple(f"{c} ({v:.2g})" for c, v in zip(VIL_LEVELS, kg))
+        labels = tuple(f"{c} ({_vil_code_to_kg_m2(c):.2g})" for c in codes)
         label = "VIL: SEVIR code (kg m⁻²)" + (", data = code / 255" if factor != 1.0 else "")
+        missing_from = (VIL_MAX_VALID + 0.5) / factor
     norm = BoundaryNorm(bounds, cmap.N, extend="neither")
-    return ColorSpec(cmap, norm, label, bounds, labels, extend="max", kind="vil")
+    return ColorSpec(cmap, norm, label, bounds, labels, extend="max", kind="vil", missing_from=missing_from)
+
+
+def _vil_tick_codes() -> tuple[int, ...]:
+    """The code each colour-bar boundary is labelled with: a level's first code, except the top
+    boundary, which closes the extreme category and is labelled with its last valid code (254)
+    rather than the missing-data code 255 it sits on."""
+    return tuple(VIL_MAX_VALID if code == VIL_MISSING else code for code in VIL_LEVELS)
+
+
+def mask_missing(values: np.ndarray, colors: ColorSpec) -> np.ndarray:
+    """``values`` with the missing-data code of ``colors`` (VIL 255) replaced by NaN.
+
+    Observations (truth, context) keep the missing code in raw or ``missing="keep"`` data; drawn
+    as values they would take the top, "extreme" colour. Forecasts are model output, not codes,
+    so callers apply this to observations only.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if colors.missing_from is None:
+        return values
+    return np.where(values >= colors.missing_from, np.float32(np.nan), values)
 
 
 def rain_colors(units: str = "mm/h") -> ColorSpec:

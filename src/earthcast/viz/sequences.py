@@ -8,6 +8,12 @@ frame): context frames at ``−(T_in − 1)·Δ … 0``, truth and forecast fram
 without a fixed clock interval, such as monthly ENSO fields). All rows share one colour map and one
 colour bar whose label carries the units (``earthcast.viz.colormaps``). NaN pixels are drawn
 light grey (missing data).
+
+Orientation: ``origin="upper"`` (default) draws row 0 at the top, right for data stored
+north-first (SEVIR, radar composites). Grids stored south-first (ENSO: row 0 is 55°S;
+NetCDF/Zarr stores whose latitude grows with the row index) need ``origin="lower"`` or every map
+is upside down; ``image_origin(row_order)`` turns a contract's / forecast file's ``row_order``
+into the right one.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "context_minutes",
     "forecast_rows",
     "format_minutes",
+    "image_origin",
     "lead_minutes",
     "plot_rows",
 ]
@@ -49,6 +56,24 @@ class PanelRow:
     frames: np.ndarray
     minutes: tuple[float, ...]
     clock: bool = True
+
+
+ORIGINS = ("upper", "lower")
+
+
+def image_origin(row_order: str | None) -> str:
+    """``imshow`` origin that puts north at the top: ``"lower"`` for ``"south_first"`` grids,
+    ``"upper"`` otherwise (north-first data, and unknown order, drawn as stored)."""
+    return "lower" if row_order == "south_first" else "upper"
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` itself, or a ValueError: a typo would otherwise draw maps silently flipped."""
+    if origin not in ORIGINS:
+        raise ValueError(
+            f"origin must be 'upper' (row 0 at the top) or 'lower' (row 0 at the bottom), got {origin!r}"
+        )
+    return origin
 
 
 def lead_minutes(n: int, interval_minutes: float | None) -> tuple[float, ...]:
@@ -124,6 +149,7 @@ def plot_rows(
     path: str | os.PathLike | None = None,
     panel_inches: float = 1.4,
     dpi: int = 100,
+    origin: str = "upper",
 ) -> Figure:
     """Draw ``rows`` as a grid (one column per frame) with a shared, labelled colour bar.
 
@@ -134,12 +160,15 @@ def plot_rows(
         path: save the figure there (PNG/PDF/SVG by extension, written atomically).
         panel_inches: size of one panel.
         dpi: resolution of the saved image.
+        origin: ``"upper"`` draws row 0 at the top, ``"lower"`` at the bottom (south-first
+            grids such as ENSO; ``image_origin``).
 
     Returns:
         The matplotlib figure.
     """
     if not rows:
         raise ValueError("plot_rows needs at least one row")
+    check_origin(origin)
     if colors is None:
         colors = continuous_colors(np.concatenate([r.frames.ravel() for r in rows]))
     n_rows, n_cols = len(rows), max(len(r.frames) for r in rows)
@@ -155,7 +184,7 @@ def plot_rows(
                 ax.set_axis_off()
                 continue
             frame = np.ma.masked_invalid(row.frames[c])
-            ax.imshow(frame, cmap=colors.cmap, norm=colors.norm, interpolation="nearest")
+            ax.imshow(frame, cmap=colors.cmap, norm=colors.norm, interpolation="nearest", origin=origin)
             ax.set_title(format_minutes(row.minutes[c], row.clock), fontsize=8)
         axes[r, 0].set_ylabel(row.label, fontsize=9)
     add_colorbar(fig, axes.ravel().tolist(), colors)
