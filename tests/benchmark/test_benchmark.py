@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -84,7 +85,7 @@ def test_table_adds_crps_when_an_ensemble_is_scored(tmp_path):
     assert header[6:9] == ["MSE", "MAE", "CRPS"]
     assert rows[0][8] == "–" and rows[1][8] == "0.21"
     _, csv_path = write_tables(results, "radar", tmp_path, "radar")
-    assert csv_path.read_text().splitlines()[0].split(",")[6:9] == ["mse", "mae", "crps"]
+    assert csv_path.read_text().splitlines()[0].split(",")[8:11] == ["mse", "mae", "crps"]
 
 
 TINY_DATA = [
@@ -109,7 +110,48 @@ TINY_DATA = [
 ]
 
 
-def test_benchmark_trains_scores_tabulates_and_resumes(tmp_path, capsys):
+def test_table_marks_models_the_wall_clock_limit_stopped(tmp_path):
+    from earthcast.benchmark.table import write_tables
+
+    results = [
+        {"model": "unet", "status": "ok", "steps": 642, "planned_steps": 1497, "stopped_by_max_time": True},
+        {"model": "convlstm", "status": "ok", "steps": 80, "planned_steps": 80, "stopped_by_max_time": False},
+    ]
+    _, rows = table_rows(results, "nbody")
+    assert rows[0][5] == "642 †" and rows[1][5] == "80"
+    md, csv_path = write_tables(results, "nbody", tmp_path, "nbody")
+    assert "† stopped by the wall-clock limit" in md.read_text() and "unet 642 of 1497" in md.read_text()
+    with csv_path.open() as f:
+        unet = next(csv.DictReader(f))
+    assert (
+        unet["steps"] == "642" and unet["planned_steps"] == "1497" and unet["stopped_by_max_time"] == "True"
+    )
+
+
+def test_planned_steps_leave_room_for_the_first_step_and_checkpoints():
+    from earthcast.benchmark.calibrate import StepTiming, plan_steps
+
+    # 0.9 × 10 s − 1 s first step − 19 checkpoints × 0.05 s = 7.05 s of 0.1 s steps
+    assert plan_steps(10, StepTiming(first_s=1.0, step_s=0.1, checkpoint_s=0.05)) == 70
+    # a short run checkpoints after every step: 0.8 s / (0.1 + 0.1) s
+    assert plan_steps(1, StepTiming(first_s=0.1, step_s=0.1, checkpoint_s=0.1)) == 4
+    assert plan_steps(1, StepTiming(first_s=5.0, step_s=0.1, checkpoint_s=0.0)) == 1
+
+
+def test_settings_name_the_data_root_the_same_from_anywhere(tmp_path, monkeypatch):
+    from earthcast.benchmark.records import portable_root, settings_changes
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "results" / "nbody"
+    assert portable_root("results/nbody/data", Path("results/nbody")) == "<folder>/data"
+    assert portable_root(str(folder / "data"), Path("results/nbody")) == "<folder>/data"
+    assert portable_root("../elsewhere", folder) == str((tmp_path / "../elsewhere").resolve())
+    old = {"budget": "2 steps", "data": {"root": "<folder>/data", "in_len": 4}}
+    new = {"budget": "3 steps", "data": {"root": "<folder>/data", "in_len": 5}}
+    assert settings_changes(old, new) == ['budget "2 steps" → "3 steps"', "data.in_len 4 → 5"]
+
+
+def test_benchmark_trains_scores_tabulates_and_resumes(tmp_path, capsys, monkeypatch):
     args = ["benchmark", "--data", "nbody", "--size", "tiny", "--budget", "2steps", "--out", str(tmp_path)]
     args += ["--models", "persistence,earthformer_noglobal,bogus", *TINY_DATA]
     assert main(args) == 0
@@ -127,14 +169,18 @@ def test_benchmark_trains_scores_tabulates_and_resumes(tmp_path, capsys):
 
     first = json.loads((folder / "models" / "earthformer_noglobal.json").read_text())
     capsys.readouterr()
-    assert main(args) == 0  # second run: finished models are read back, not retrained
+    # second run, the same folder named relative to another working directory: finished models
+    # are read back, not retrained
+    monkeypatch.chdir(tmp_path.parent)
+    relative = [tmp_path.name if a == str(tmp_path) else a for a in args]
+    assert main(relative) == 0
     assert "finished earlier" in capsys.readouterr().out
     assert json.loads((folder / "models" / "earthformer_noglobal.json").read_text()) == first
 
     # other settings into the same folder would mix incomparable rows into the table
     other = [a.replace("2steps", "3steps") for a in args]
     assert main(other) == 2
-    assert "other settings (changed: budget)" in capsys.readouterr().err
+    assert 'other settings (changed: budget "2 steps" → "3 steps")' in capsys.readouterr().err
     assert main([*other, "--rerun"]) == 0  # trains every model again, from scratch, for 3 steps
     assert json.loads((folder / "models" / "earthformer_noglobal.json").read_text())["steps"] == 3
     assert json.loads((folder / "settings.json").read_text())["budget"] == "3 steps"
@@ -156,3 +202,108 @@ def test_flops_are_counted_for_earthformer_with_global_vectors():
     net = create_model("earthformer_tiny")  # global vectors + fused FFN: the case that broke
     assert net.config.num_global_vectors > 0
     assert gflops_per_sample(net, torch.randn(1, 4, 16, 16, 1)) > 0
+
+
+def _bench(out, models: str, budget: str, *extra: str) -> list[str]:
+    args = ["benchmark", "--data", "nbody", "--size", "tiny", "--budget", budget, "--out", str(out)]
+    return [*args, "--models", models, *extra, *TINY_DATA]
+
+
+def _table(folder) -> dict[str, dict[str, str]]:
+    with (folder / "table.csv").open() as f:
+        return {r["model"]: r for r in csv.DictReader(f)}
+
+
+def test_results_of_other_settings_are_set_aside_and_rows_accumulate(tmp_path, capsys):
+    folder = tmp_path / "nbody"
+    assert main(_bench(tmp_path, "unet,convlstm", "2steps")) == 0
+    # --rerun of one model under a new budget: the other model's result is of the old budget
+    assert main(_bench(tmp_path, "unet", "3steps", "--rerun")) == 0
+    assert list(_table(folder)) == ["unet"]
+    left_out = capsys.readouterr().out
+    # a model added in a run of its own joins the rows of the earlier runs
+    assert main(_bench(tmp_path, "persistence", "3steps")) == 0
+    assert list(_table(folder)) == ["unet", "persistence"]
+    capsys.readouterr()
+
+    assert main(_bench(tmp_path, "unet,convlstm", "3steps")) == 0
+    out = capsys.readouterr().out
+    assert "finished earlier" in out and 'budget "2 steps" → "3 steps"' in out
+    rows = _table(folder)
+    assert list(rows) == ["unet", "persistence", "convlstm"]
+    assert rows["convlstm"]["steps"] == "3" and rows["unet"]["steps"] == "3"  # not the 2-step result
+    assert "budget 3 steps" in (folder / "table.md").read_text()
+    # the 2-step result and run are kept aside, not deleted
+    (stale,) = (folder / "models" / "stale").glob("*/convlstm.json")
+    assert json.loads(stale.read_text())["steps"] == 2
+    assert list((folder / "runs" / "stale").glob("*/convlstm/checkpoints/last.ckpt"))
+    result = json.loads((folder / "models" / "convlstm.json").read_text())
+    assert result["settings"]["budget"] == "3 steps" and result["planned_steps"] == 3
+    assert "not in the table, made under other settings: convlstm" in left_out
+
+
+def _add_callback(monkeypatch, callback) -> None:
+    """Every trainer the benchmark builds (calibration and training) also runs ``callback``."""
+    import earthcast.training.runner as training
+
+    build = training.build_trainer
+
+    def build_with_callback(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.callbacks.append(callback)
+        return trainer
+
+    monkeypatch.setattr(training, "build_trainer", build_with_callback)
+
+
+def test_training_time_adds_up_over_a_resume(tmp_path, monkeypatch):
+    import time
+
+    import lightning as L
+
+    class SlowThenInterrupted(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 1:
+                time.sleep(3.0)  # before the checkpoint of step 1
+            if trainer.global_step == 3:
+                raise RuntimeError("interrupted")  # the checkpoint of step 2 is the last
+
+    args = _bench(tmp_path, "unet", "10steps")
+    with monkeypatch.context() as patch:
+        _add_callback(patch, SlowThenInterrupted())
+        assert main(args) == 1
+    assert main(args) == 0  # resumes from step 2
+    result = json.loads((tmp_path / "nbody" / "models" / "unet.json").read_text())
+    assert result["train_time_s"] >= 3.0  # the 3 s before the interruption count
+    assert result["steps"] == 10 and result["planned_steps"] == 10
+
+
+def test_wall_clock_budget_plans_steps_that_fit(tmp_path, monkeypatch):
+    import time
+
+    import lightning as L
+
+    class Overhead(L.Callback):
+        """Per-step cost outside forward/backward/optimiser (loader, logging, callbacks)."""
+
+        def on_train_batch_end(self, *args):
+            time.sleep(0.2)
+
+    _add_callback(monkeypatch, Overhead())
+    assert main(_bench(tmp_path, "unet", "6s")) == 0
+    result = json.loads((tmp_path / "nbody" / "models" / "unet.json").read_text())
+    assert result["steps"] == result.get("planned_steps") and result["stopped_by_max_time"] is False
+    assert 10 <= result["planned_steps"] <= 27 and result["seconds_per_step"] >= 0.2
+
+
+def test_a_run_stopped_by_the_wall_clock_is_flagged(tmp_path, monkeypatch):
+    import earthcast.benchmark.runner as runner
+    from earthcast.benchmark.calibrate import StepTiming
+
+    # a calibration far too optimistic: the schedule cannot finish in the budget
+    monkeypatch.setattr(runner, "time_real_steps", lambda run, seconds: StepTiming(0.0, 1e-4, 0.0))
+    assert main(_bench(tmp_path, "unet", "2s")) == 0
+    result = json.loads((tmp_path / "nbody" / "models" / "unet.json").read_text())
+    assert result["stopped_by_max_time"] is True and result["steps"] < result["planned_steps"]
+    assert _table(tmp_path / "nbody")["unet"]["stopped_by_max_time"] == "True"
+    assert "† stopped by the wall-clock limit" in (tmp_path / "nbody" / "table.md").read_text()

@@ -1,9 +1,9 @@
 """Training budgets of ``earthcast benchmark``: wall-clock (``15m``, ``90s``, ``1h``) or steps (``500steps``).
 
-A wall-clock budget is turned into a step count per model by timing a few optimiser steps on a
-real training batch first (:func:`earthcast.benchmark.models.seconds_per_step`), so that the
-warm-up/cosine learning-rate schedule of every model runs to its end inside the budget; the
-budget is also passed to Lightning as ``max_time``, a hard stop should a model slow down.
+A wall-clock budget is turned into a step count per model by timing a few real training steps
+first (:mod:`earthcast.benchmark.calibrate`), so that the warm-up/cosine learning-rate schedule
+of every model runs to its end inside the budget; the budget is also passed to Lightning as
+``max_time``, a hard stop should a model slow down (the table flags a model it stopped early).
 """
 
 from __future__ import annotations

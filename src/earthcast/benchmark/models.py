@@ -14,7 +14,6 @@ Short names resolve against the registry with the benchmark's size (``tiny``, ``
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import torch
@@ -103,32 +102,3 @@ def gflops_per_sample(net: nn.Module, sample: Tensor) -> float | None:
         net(sample)
     net.train(was_training)
     return counter.get_total_flops() / 1e9
-
-
-def seconds_per_step(net: nn.Module, batch: dict[str, Tensor], lr: float = 1e-4, steps: int = 3) -> float:
-    """Median wall time of one training step (forward, backward, AdamW) on ``batch``.
-
-    One untimed step first, so that lazily built caches and allocator growth are not counted.
-    The network's weights are restored afterwards: calibration must not train the model.
-    """
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
-    inputs = torch.nan_to_num(batch["inputs"])  # (B, T_in, H, W, C_in)
-    targets = torch.nan_to_num(batch["targets"])  # (B, T_out, H, W, C_out)
-    net.train()
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        if getattr(net, "accepts_targets", False):
-            pred = net(inputs, targets=targets, step=0)
-        else:
-            pred = net(inputs)
-        loss = (pred - targets).square().mean()
-        if hasattr(net, "auxiliary_loss"):
-            loss = loss + net.auxiliary_loss()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    net.load_state_dict(state)
-    return sorted(times[1:])[len(times[1:]) // 2]

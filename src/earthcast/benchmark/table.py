@@ -11,6 +11,9 @@ anything else               MSE, MAE (pixel means, ↓)
 
 Every table also lists parameters (M), forward GFLOPs per sample, training time and steps, and
 the status (``ok`` or the failure message), so one failing model shows as a row, not a crash.
+A model that the wall-clock limit (Lightning's ``max_time``) stopped before its planned steps has
+its steps marked ``†`` and a footnote under the Markdown table; the CSV has ``planned_steps`` and
+``stopped_by_max_time`` columns.
 When an ensemble model (e.g. ``pysteps_steps``) is in the table, a CRPS column (↓, eCDF form, in
 the data's normalised units) follows the data set's columns; the others are scores of the mean.
 """
@@ -63,6 +66,9 @@ COLUMNS: dict[str, tuple[MetricColumn, ...]] = {
 
 
 CRPS_COLUMN = MetricColumn("crps", "CRPS")
+#: marks the steps of a model the wall-clock limit stopped before its planned steps
+EARLY_STOP_MARK = "†"
+PLAN_COLUMNS = ("planned_steps", "stopped_by_max_time")
 
 
 def metric_columns(dataset: str, results: Sequence[dict[str, Any]] = ()) -> tuple[MetricColumn, ...]:
@@ -82,7 +88,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def table_rows(results: Sequence[dict[str, Any]], dataset: str) -> tuple[list[str], list[list[str]]]:
-    """Header and display rows (results in benchmark order)."""
+    """Header and display rows (results in the order given)."""
     columns = metric_columns(dataset, results)
     header = ["model", "network", "params (M)", "GFLOPs", "train time (s)", "steps"]
     header += [c.header for c in columns] + ["status"]
@@ -90,11 +96,28 @@ def table_rows(results: Sequence[dict[str, Any]], dataset: str) -> tuple[list[st
     for r in results:
         metrics = r.get("metrics") or {}
         row = [r["model"], r.get("network", "–"), _fmt(r.get("params_m"), 3), _fmt(r.get("gflops"), 3)]
-        row += [_fmt(r.get("train_time_s"), 4), _fmt(r.get("steps"))]
+        row += [
+            _fmt(r.get("train_time_s"), 4),
+            _fmt(r.get("steps")) + (f" {EARLY_STOP_MARK}" if r.get("stopped_by_max_time") else ""),
+        ]
         row += [_fmt(metrics[c.key] * c.factor if c.key in metrics else None) for c in columns]
         row.append(r.get("status", "–"))
         rows.append(row)
     return header, rows
+
+
+def footnotes(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Notes under the Markdown table: which models the wall-clock limit stopped early."""
+    early = [r for r in results if r.get("stopped_by_max_time")]
+    if not early:
+        return []
+    listed = ", ".join(
+        f"{r['model']} {_fmt(r.get('steps'))} of {_fmt(r.get('planned_steps'))}" for r in early
+    )
+    return [
+        f"{EARLY_STOP_MARK} stopped by the wall-clock limit (max_time) before its planned steps, so its "
+        f"learning-rate schedule did not finish: {listed}."
+    ]
 
 
 def write_tables(results: Sequence[dict[str, Any]], dataset: str, out: Path, title: str) -> tuple[Path, Path]:
@@ -102,6 +125,8 @@ def write_tables(results: Sequence[dict[str, Any]], dataset: str, out: Path, tit
     header, rows = table_rows(results, dataset)
     md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    notes = footnotes(results)
+    md += ["", *notes] if notes else []
     md_path = out / "table.md"
     md_path.write_text("\n".join(md) + "\n")
     csv_path = out / "table.csv"
@@ -109,7 +134,7 @@ def write_tables(results: Sequence[dict[str, Any]], dataset: str, out: Path, tit
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["model", "network", "params_m", "gflops", "train_time_s", "steps"]
+            ["model", "network", "params_m", "gflops", "train_time_s", "steps", *PLAN_COLUMNS]
             + [c.key for c in columns]
             + ["status"]
         )
@@ -122,6 +147,7 @@ def write_tables(results: Sequence[dict[str, Any]], dataset: str, out: Path, tit
                 r.get("gflops"),
                 r.get("train_time_s"),
                 r.get("steps"),
+                *(r.get(key) for key in PLAN_COLUMNS),
             ]
             writer.writerow(base + [metrics.get(c.key) for c in columns] + [r.get("status")])
     return md_path, csv_path

@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train every model under the same budget (wall clock or steps), score all on the "
         "same test split with the data set's metrics and write <out>/<data>/table.md, table.csv and "
         "plot.png (params, GFLOPs per sample, training time, metrics). Finished models are not "
-        "retrained (use --rerun); a failing model is reported in the table.",
+        "retrained (use --rerun) and the table keeps the folder's earlier rows of the same settings; "
+        "results of other settings are moved aside, never reused; a failing model is reported in "
+        "the table.",
         epilog="Example: earthcast benchmark --data nbody --models earthformer,unet,convlstm,persistence "
         "--budget 15m",
     )
@@ -42,7 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model sizes short names resolve to (default small; paper = the tables' sizes)",
     )
     p.add_argument("--out", default="results", help="results root (default: results)")
-    p.add_argument("--rerun", action="store_true", help="train finished models again")
+    p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="train the named models again from scratch; with changed settings, make them the "
+        "folder's (rows of the old settings leave the table)",
+    )
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
     )
