@@ -316,6 +316,23 @@ def test_data_errors(capsys, tmp_path):
     user_error(capsys, ["data", "synth-sevir", "--out", tmp_path / "s", "--events", 0], "positive")
 
 
+# ------------------------------------------------------------------------------------ fit
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_fit_on_a_gpu_setting_without_a_gpu(capsys, tmp_path):
+    """Lightning's MisconfigurationException (a 28-line traceback before) is one line naming
+    the trainer setting to change."""
+    from tests.training.conftest import tiny_overrides
+
+    overrides = [*tiny_overrides("nbody", tmp_path), "trainer.accelerator=gpu"]
+    argv = ["fit", "nbody", *(arg for o in overrides for arg in ("--set", o))]
+    user_error(
+        capsys, argv, "No supported gpu backend found", "--set trainer.KEY=VALUE", "trainer.accelerator"
+    )
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
 # --------------------------------------------------------------------------- library: SEVIR
 
 

@@ -16,7 +16,6 @@ that a previous run made, except the report files.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from earthcast.utils.jsonsafe import write_json
 
 # A shortened run of the same path, for the test suite (seconds, not minutes).
 QUICK_OVERRIDES = (
@@ -79,17 +80,10 @@ def run_demo(
         result = run_prediff_demo(out / "prediff", resolve_data(config, out).root, quick=quick)
         summary["prediff"] = result.metrics
         section = report_section(result)
-    _write_json(out / "metrics.json", summary)
+    write_json(out / "metrics.json", summary)
     _write_report(out / "report.md", summary, config.model, section)
     _plot_example(out, model, config)
     return DemoResult(out, scores, beats)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from earthcast.utils.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
 
 
 def _fmt(value: float | None, metric: str) -> str:

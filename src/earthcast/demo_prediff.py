@@ -11,7 +11,6 @@ Outputs (in ``<out>/prediff``): ``metrics.json``, ``ensemble.png``, and the two 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from earthcast.utils.jsonsafe import write_json
 
 #: Seconds-long variant for the test suite (same path, fewer sequences and epochs).
 QUICK_OVERRIDES = (
@@ -68,7 +69,7 @@ def run_prediff_demo(
     contexts, steps = (4, min(steps, 4)) if quick else (16, steps)
     metrics = _verify(ldm_ckpt, ldm_config, out, num_samples, steps, contexts)
     summary = {"train_seconds": seconds, "num_samples": num_samples, "ddim_steps": steps, "test": metrics}
-    _write_json(out / "metrics.json", summary)
+    write_json(out / "metrics.json", summary)
     return PreDiffDemoResult(out, metrics, seconds, num_samples, steps)
 
 
@@ -137,13 +138,6 @@ def _plot_ensemble(path: Path, batch: dict[str, torch.Tensor], ensemble: torch.T
     plot_rows(
         rows, title="PreDiff ensemble on an N-body test context (values and probability in [0, 1])", path=path
     )
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from earthcast.utils.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
 
 
 def report_section(result: PreDiffDemoResult) -> str:

@@ -307,3 +307,22 @@ def test_a_run_stopped_by_the_wall_clock_is_flagged(tmp_path, monkeypatch):
     assert result["stopped_by_max_time"] is True and result["steps"] < result["planned_steps"]
     assert _table(tmp_path / "nbody")["unet"]["stopped_by_max_time"] == "True"
     assert "† stopped by the wall-clock limit" in (tmp_path / "nbody" / "table.md").read_text()
+
+
+def test_a_diverged_model_is_tabulated_and_plotted_with_its_null_scores(tmp_path):
+    """Results are strict JSON: a NaN score is stored as null and must read back as missing."""
+    import json
+
+    from earthcast.benchmark.table import plot_results, write_tables
+    from earthcast.utils.jsonsafe import dumps
+
+    rows = [
+        {"model": "unet", "status": "ok", "metrics": {"mse": 0.5, "mae": 0.4, "ssim": 0.6}},
+        {"model": "convlstm", "status": "ok", "metrics": {"mse": float("nan"), "mae": 0.7, "ssim": 0.1}},
+    ]
+    reloaded = json.loads(dumps(rows))
+    assert reloaded[1]["metrics"]["mse"] is None
+    write_tables(reloaded, "nbody", tmp_path, "diverged")
+    assert plot_results(reloaded, "nbody", tmp_path / "plot.png").is_file()
+    table = (tmp_path / "table.md").read_text()
+    assert "convlstm" in table and "unet" in table

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from earthcast.cli import main
@@ -48,9 +49,36 @@ def test_fit_then_test_print_json(tmp_path, capsys):
     assert main(["test", "nbody", "--ckpt", summary["best_ckpt"], *overrides]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["split"] == "test" and {"mse", "mae", "ssim", "csi_m", "loss"} <= set(report["metrics"])
+    assert report["weights"] == "raw"  # trained without an EMA
     assert main(["test", "nbody", "--model", "persistence", "--split", "val", *overrides]) == 0
-    assert json.loads(capsys.readouterr().out)["model"] == "persistence"
+    baseline = json.loads(capsys.readouterr().out)
+    assert baseline["model"] == "persistence" and baseline["weights"] == "untrained"
     assert main(["test", "--ckpt", summary["last_ckpt"]]) == 0  # the experiment recorded in the checkpoint
     assert json.loads(capsys.readouterr().out)["metrics"].keys() == report["metrics"].keys()
     assert main(["test", "--model", "persistence"]) == 2
     assert "give a CONFIG" in capsys.readouterr().err
+
+
+def test_a_gpu_checkpoint_is_scored_on_this_machine(tmp_path, capsys):
+    """A checkpoint whose recorded trainer asked for 4 GPUs under DDP (and scored 0 test batches)
+    is scored here, on the whole split, without a CONFIG; --set still wins; the report says
+    whether the EMA or the raw weights were scored."""
+    overrides = _set([*tiny_overrides("nbody", tmp_path), "trainer.ema_decay=0.5"])
+    assert main(["fit", "nbody", *overrides]) == 0
+    last = json.loads(capsys.readouterr().out)["last_ckpt"]
+    checkpoint = torch.load(last, weights_only=True)
+    recorded = dict(accelerator="gpu", devices=4, strategy="ddp", num_nodes=2, limit_test_batches=0)
+    checkpoint["hyper_parameters"]["experiment"]["trainer"].update(recorded)
+    gpu_ckpt = tmp_path / "gpu_trained.ckpt"
+    torch.save(checkpoint, gpu_ckpt)
+    # one device here, whatever this machine has: the defaults would start DDP on every GPU
+    one = ["--set", "trainer.devices=1"]
+
+    assert main(["test", "--ckpt", str(gpu_ckpt), *one]) == 0
+    ema = json.loads(capsys.readouterr().out)
+    assert ema["weights"] == "ema" and {"mse", "mae", "loss"} <= set(ema["metrics"])
+    assert main(["test", "--ckpt", str(gpu_ckpt), "--no-ema", *one]) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert raw["weights"] == "raw" and raw["metrics"]["mse"] != ema["metrics"]["mse"]
+    assert main(["test", "--ckpt", str(gpu_ckpt), *one, "--set", "trainer.limit_test_batches=0"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == {}  # --set beats the reset

@@ -90,6 +90,61 @@ def test_overrides_are_dotted_and_yaml_typed():
     assert config.data.options == {"rescale": "255"} and config.data.root == "/data/nbody"
 
 
+def test_prediff_stages_start_from_their_own_recipes():
+    """An optim section changes fields of the task's recipe (SPEC §5.2, §5.3, §5.5), so a VAE
+    config giving only ``lr`` still trains with β = (0.5, 0.9) and a 10 % warm-up from 0.1·lr."""
+    vae = load_config("prediff_demo_vae")
+    assert vae.optim.lr == 2e-3 and vae.optim.betas == (0.5, 0.9)
+    assert (vae.optim.weight_decay, vae.optim.warmup_fraction, vae.optim.warmup_min_lr_ratio) == (
+        0.0,
+        0.1,
+        0.1,
+    )
+    for name in ("prediff_demo", "prediff_demo_alignment"):
+        latent = load_config(name).optim
+        assert (latent.weight_decay, latent.warmup_fraction, latent.warmup_min_lr_ratio) == (0.01, 0.1, 0.1)
+    assert load_config("nbody").optim == OptimConfig()  # forecasting: the Earthformer recipe
+    direct = ExperimentConfig(model="vae_tiny", data=DataConfig(name="nbody"), task="vae")
+    assert direct.optim.betas == (0.5, 0.9)
+    assert config_from_dict(vae.to_dict()) == vae  # the resolved recipe round-trips
+
+
+def test_settings_a_task_does_not_use_are_refused_or_routed():
+    from earthcast.training.runner import make_system
+
+    forecast = load_config("nbody", ["task_options={ema_decay: 0.99}"])
+    with pytest.raises(ValueError, match=r"task forecast takes no task_options \(got \['ema_decay'\]\)"):
+        make_system(forecast, forecast.trainer)
+    vae = load_config("prediff_demo_vae", ["trainer.ema_decay=0.999"])
+    with pytest.raises(ValueError, match=r"task vae keeps no weight average"):
+        make_system(vae, vae.trainer)
+    diffusion = load_config("prediff_demo", ["trainer.ema_decay=0.9999", "task_options.vae_ckpt=x.ckpt"])
+    with pytest.raises(
+        ValueError, match=r"trainer.ema_decay=0.9999 and task_options.ema_decay=0.995 disagree"
+    ):
+        make_system(diffusion, diffusion.trainer)
+    routed = load_config("prediff_demo", ["trainer.ema_decay=0.9999", "task_options={vae_ckpt: x.ckpt}"])
+    system, _ = make_system(routed, routed.trainer)
+    assert system.hparams.ema_decay == 0.9999
+
+
+def test_batch_limits_keep_integers_apart_from_fractions():
+    """Lightning reads ``limit_train_batches=1`` as one batch and ``1.0`` as the whole epoch."""
+    config = load_config(
+        "nbody",
+        [
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=0.5",
+            "trainer.limit_test_batches=3",
+            "trainer.val_check_interval=1",
+        ],
+    )
+    trainer = config.trainer
+    assert (trainer.limit_train_batches, type(trainer.limit_train_batches)) == (1, int)
+    assert (trainer.limit_val_batches, type(trainer.limit_val_batches)) == (0.5, float)
+    assert type(trainer.limit_test_batches) is int and type(trainer.val_check_interval) is int
+
+
 def test_parse_override():
     assert parse_override("a.b.c=[1, 2]") == (["a", "b", "c"], [1, 2])
     assert parse_override("x=null") == (["x"], None)

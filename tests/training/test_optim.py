@@ -119,3 +119,27 @@ def test_max_steps_caps_the_horizon():
     assert total_steps(100, 2, epochs=-1, max_steps=70) == 70
     with pytest.raises(ValueError, match="no optimiser step"):
         total_steps(100, 2, epochs=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, phrases",
+    [
+        (  # 16 sequences / batch 2 = 8 batches; 1 % of them rounds down to none
+            dict(n_sequences=16, micro_batch=2, epochs=1, limit_batches=0.01),
+            ("trainer.limit_train_batches=0.01", "int(8 × 0.01) = 0", "at least 0.125", "count of batches"),
+        ),
+        (
+            dict(n_sequences=16, micro_batch=2, epochs=1, limit_batches=0),
+            ("limit_train_batches=0 trains on no",),
+        ),
+        (dict(n_sequences=0, micro_batch=2, epochs=3), ("training split is empty", "data.root")),
+        (dict(n_sequences=16, micro_batch=2, epochs=0), ("trainer.max_epochs=0", "max_steps > 0")),
+    ],
+    ids=["fraction-rounds-to-zero", "zero-limit", "empty-split", "zero-epochs"],
+)
+def test_no_step_names_the_setting_and_the_fix(kwargs, phrases):
+    with pytest.raises(ValueError, match="no optimiser step") as err:
+        total_steps(**kwargs)
+    for phrase in phrases:
+        assert phrase in str(err.value)
+    assert "data.batch_size 2" in str(err.value) and "accumulate_grad_batches 1" in str(err.value)

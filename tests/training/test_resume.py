@@ -144,9 +144,46 @@ def test_resuming_a_finished_run_reports_its_last_metrics(tmp_path):
     assert again.already_finished
     assert again.metrics["train/loss_step"] == pytest.approx(first.metrics["train/loss_step"])
     assert again.metrics["train/loss_step"] == pytest.approx(step_losses(tmp_path / "run")[1])
+    # raising the limit on resume would run the extra steps at the ended schedule's floor
     longer = config_from_dict({**experiment, "trainer": {**experiment["trainer"], "max_steps": 3}})
-    more = fit(longer, resume="auto", out_dir=tmp_path / "run")
-    assert not more.already_finished and max(step_losses(tmp_path / "run")) == 2
+    with pytest.raises(ValueError, match=r"cannot resume .* \(trainer.max_steps 2 → 3\)"):
+        fit(longer, resume="auto", out_dir=tmp_path / "run")
+
+
+def test_resume_refuses_settings_the_run_would_ignore(tmp_path):
+    """Resuming keeps the optimiser, the schedule, the data position and the model of the
+    checkpoint: other values would be ignored (or skip data), so each change is named."""
+    from earthcast.training.config import config_from_dict
+
+    experiment = {**EXPERIMENT, "trainer": {**EXPERIMENT["trainer"], "max_epochs": -1, "max_steps": 2}}
+    experiment["data"] = {**EXPERIMENT["data"], "root": str(tmp_path / "data")}
+    fit(config_from_dict(experiment), out_dir=tmp_path / "run")
+    changed = {
+        "optim": ({"lr": 5e-3}, r"optim \{.*'lr': 0\.001.*\} → \{.*'lr': 0\.005"),
+        "data": ({**experiment["data"], "batch_size": 4}, r"data\.batch_size 2 → 4"),
+        "model": ("convlstm_tiny", r"model 'earthformer_nbody_tiny' → 'convlstm_tiny'"),
+    }
+    for key, (value, message) in changed.items():
+        other = {**experiment, key: value}
+        if key == "model":
+            other["model_overrides"] = {}
+        with pytest.raises(ValueError, match=message):
+            fit(config_from_dict(other), resume="auto", out_dir=tmp_path / "run")
+    # what does not enter the plan may change: a run stopped by max_time resumes with more time
+    more_time = {**experiment, "trainer": {**experiment["trainer"], "max_time": "00:01:00:00"}}
+    assert fit(config_from_dict(more_time), resume="auto", out_dir=tmp_path / "run").already_finished
+
+
+def test_max_steps_inside_the_first_epoch_with_early_stopping_saves_its_checkpoint(tmp_path):
+    """A smoke test (``--set trainer.max_steps=3``) stops before the first validation; early
+    stopping must wait for a validation result instead of failing the run."""
+    from earthcast.training.config import config_from_dict
+
+    trainer = {**EXPERIMENT["trainer"], "max_epochs": -1, "max_steps": 3, "early_stopping_patience": 20}
+    experiment = {**EXPERIMENT, "trainer": trainer}
+    experiment["data"] = {**EXPERIMENT["data"], "root": str(tmp_path / "data")}
+    result = fit(config_from_dict(experiment), out_dir=tmp_path / "run")  # 12 batches per epoch
+    assert result.last_ckpt is not None and read_checkpoint(result.last_ckpt)["global_step"] == 3
 
 
 def test_killed_ddp_run_resumes_where_it_stopped(tmp_path):

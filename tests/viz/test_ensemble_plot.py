@@ -34,10 +34,10 @@ def test_sevir_scores_give_both_panels(tmp_path):
 def test_scores_read_back_from_the_json_plot_the_same(tmp_path):
     import json
 
-    from earthcast.cli.score import _strict_json
+    from earthcast.utils.jsonsafe import strict_json
 
     scores = _scores("sevir")
-    reloaded = json.loads(json.dumps(_strict_json(scores), allow_nan=False))  # empty bins: null
+    reloaded = json.loads(json.dumps(strict_json(scores), allow_nan=False))  # empty bins: null
     lines = [line.get_xydata().tolist() for line in plot_ensemble_verification(reloaded).axes[1].lines]
     assert lines == [line.get_xydata().tolist() for line in plot_ensemble_verification(scores).axes[1].lines]
 

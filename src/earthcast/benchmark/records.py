@@ -19,8 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from earthcast.utils.io import atomic_path
-
 SETTINGS_NAME = "settings.json"
 RUN_RECORD_NAME = "benchmark.json"
 STALE_DIR = "stale"
@@ -92,11 +90,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2))
 
 
 def now() -> str:

@@ -62,10 +62,10 @@ from earthcast.benchmark.records import (
     set_aside,
     settings_changes,
     table_order,
-    write_json,
 )
 from earthcast.benchmark.table import plot_results, write_tables
 from earthcast.training.config import ExperimentConfig
+from earthcast.utils.jsonsafe import write_json
 
 #: ``max_time`` of a step budget: never reached, but it makes Lightning's timer run, whose state
 #: in each checkpoint carries the training time across resumes.

@@ -79,6 +79,13 @@ def metric_columns(dataset: str, results: Sequence[dict[str, Any]] = ()) -> tupl
     return columns
 
 
+def _metric(metrics: dict[str, Any], key: str) -> float:
+    """A score of a result, NaN when absent or stored as ``null`` (a diverged run: results are
+    strict JSON, ``utils/jsonsafe.py``)."""
+    value = metrics.get(key)
+    return math.nan if value is None else float(value)
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -100,7 +107,7 @@ def table_rows(results: Sequence[dict[str, Any]], dataset: str) -> tuple[list[st
             _fmt(r.get("train_time_s"), 4),
             _fmt(r.get("steps")) + (f" {EARLY_STOP_MARK}" if r.get("stopped_by_max_time") else ""),
         ]
-        row += [_fmt(metrics[c.key] * c.factor if c.key in metrics else None) for c in columns]
+        row += [_fmt(_metric(metrics, c.key) * c.factor) for c in columns]
         row.append(r.get("status", "–"))
         rows.append(row)
     return header, rows
@@ -167,7 +174,7 @@ def plot_results(results: Sequence[dict[str, Any]], dataset: str, path: Path) ->
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns) + 1, 3.6), squeeze=False)
     names = [r["model"] for r in done]
     for ax, column in zip(axes[0], columns, strict=True):
-        values = [r["metrics"].get(column.key, math.nan) * column.factor for r in done]
+        values = [_metric(r["metrics"], column.key) * column.factor for r in done]
         finite = [v for v in values if not math.isnan(v)]
         best = (max if column.higher_is_better else min)(finite) if finite else None
         colours = ["tab:orange" if v == best else "tab:blue" for v in values]

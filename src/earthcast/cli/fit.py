@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from earthcast.cli import UserError
+from earthcast.utils.jsonsafe import dumps
 
 
 def _packaged() -> str:
@@ -66,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if result.already_finished:
         summary["note"] = (
             "the run had already finished (trainer.max_steps / max_epochs reached): nothing was "
-            "trained; metrics are the last logged ones. Raise the limit to train on."
+            "trained; metrics are the last logged ones. Its learning-rate schedule has ended: to "
+            "train longer, start a new run with higher limits (another --out)."
         )
     if _is_rank_zero():  # under DDP every process returns here; one report is enough
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary))  # a diverged run's NaN loss is written as null
     return 0
 
 

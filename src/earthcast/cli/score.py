@@ -8,12 +8,11 @@ large files are streamed), NetCDF or Zarr (``--var``; default the first 4-D/5-D 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
 from earthcast.cli import UserError
+from earthcast.utils.jsonsafe import dumps
 
 # Restated from earthcast.metrics.score so that `earthcast --help` does not import torchmetrics;
 # tests/cli/test_score.py checks that they agree.
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         from earthcast.viz.ensemble import plot_ensemble_verification
 
         plot_ensemble_verification(scores, args.plot, title=f"{args.pred.name} vs {args.target.name}")
-    text = json.dumps(_strict_json(scores), indent=2, allow_nan=False)
+    text = dumps(scores)
     if args.out is not None:
         from earthcast.utils.io import atomic_path
 
@@ -132,15 +131,3 @@ def run(args: argparse.Namespace) -> int:
             tmp.write_text(text + "\n")
     sys.stdout.write(text + "\n")
     return 0
-
-
-def _strict_json(value):
-    """NaN (an empty reliability bin, a score without events) → ``null``: strict JSON readers
-    such as ``jq`` refuse the bare ``NaN`` Python would write."""
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict_json(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

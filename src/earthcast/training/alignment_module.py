@@ -60,7 +60,7 @@ from earthcast.models.prediff.diffusion.schedule import NoiseSchedule
 from earthcast.models.prediff.knowledge.constraints import CONSTRAINTS, Constraint
 from earthcast.models.prediff.vae.fingerprint import vae_fingerprint
 from earthcast.training.checkpoint import network_state, read_checkpoint
-from earthcast.training.config import OptimConfig, optim_config_from_dict
+from earthcast.training.config import LATENT_OPTIM, optim_config_from_dict
 from earthcast.training.optim import lightning_optimizers
 from earthcast.training.stage_logging import log_stage_loss
 
@@ -68,11 +68,9 @@ NET_PREFIX = "net."
 CONSTRAINT_PREFIX = "constraint."
 VAE_PREFIX = "vae."
 
-REFERENCE_OPTIM = OptimConfig(
-    lr=1e-3, weight_decay=0.01, warmup_fraction=0.1, warmup_min_lr_ratio=0.1, min_lr_ratio=1e-3
-)
-"""SPEC §5.5: AdamW lr 1e-3 with PyTorch's default weight decay 0.01, cosine with 10 % warm-up
-from 0.1·lr down to 1e-3·lr."""
+REFERENCE_OPTIM = LATENT_OPTIM
+"""SPEC §5.5 (``training.config.LATENT_OPTIM``); an experiment's ``optim`` section overrides
+fields of it."""
 
 
 class AlignmentSystem(L.LightningModule):

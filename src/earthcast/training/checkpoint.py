@@ -190,6 +190,14 @@ def load_forecaster(
     return model.to(device).eval(), dict(info["data_contract"])
 
 
+def weights_prefix(checkpoint: dict[str, Any], prefix: str, use_ema: bool) -> str:
+    """The state-dict prefix of the weights to load: the moving average (``EMA_PREFIX``) when
+    asked for and an ``earthcast fit`` checkpoint (``prefix`` ``NET_PREFIX``) holds one, else
+    ``prefix``."""
+    has_ema = any(k.startswith(EMA_PREFIX) for k in checkpoint["state_dict"])
+    return EMA_PREFIX if use_ema and prefix == NET_PREFIX and has_ema else prefix
+
+
 def network_from_checkpoint(
     checkpoint: dict[str, Any],
     path: str | os.PathLike = "<checkpoint>",
@@ -209,9 +217,8 @@ def network_from_checkpoint(
             f"(a missing plug-in?). Registered: {', '.join(MODELS.names())}"
         )
     model = create_model(name, **info["model_overrides"])
-    state, prefix = checkpoint["state_dict"], info["prefix"]
-    if use_ema and prefix == NET_PREFIX and any(k.startswith(EMA_PREFIX) for k in state):
-        prefix = EMA_PREFIX
+    state = checkpoint["state_dict"]
+    prefix = weights_prefix(checkpoint, info["prefix"], use_ema)
     weights = network_state(state, prefix) if prefix else dict(state)
     try:
         result = model.load_state_dict(weights, strict=False)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from earthcast.metrics.probabilistic import CRPS
 from earthcast.models.prediff.diffusion import NoiseSchedule
 from earthcast.models.prediff.prediff import PreDiff, SamplingConfig
-from earthcast.training.config import optim_config_from_dict
+from earthcast.training.config import LATENT_OPTIM, optim_config_from_dict
 from earthcast.training.ema import EMA
 from earthcast.training.optim import build_optimizer
 from earthcast.training.scoring import scoring_for
@@ -46,7 +46,7 @@ class LatentDiffusionSystem(L.LightningModule):
         schedule: fields of :class:`NoiseSchedule`.
         learn_logvar: learn the per-timestep log-variance loss weighting.
         ema_decay: EMA of the denoiser (SPEC: 0.9999); ``None`` samples with the raw weights.
-        optim: fields of :class:`OptimConfig`.
+        optim: fields of :class:`OptimConfig` overriding ``training.config.LATENT_OPTIM`` (SPEC §5.3).
         sampling: fields of :class:`SamplingConfig` (defaults of the trained ``PreDiff``).
         val_samples, val_steps, val_sample_batches: the validation ensemble (members, DDIM
             steps, batches); ``val_sample_batches=0`` logs the loss only.
@@ -77,7 +77,7 @@ class LatentDiffusionSystem(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["vae"])
         self.schedule = NoiseSchedule(**(schedule or {}))
-        self.optim_config = optim_config_from_dict(optim)
+        self.optim_config = optim_config_from_dict(optim, LATENT_OPTIM)
         self.scoring = scoring_for(dataset)
         self._given_vae = [vae] if vae is not None else []  # a list: not registered twice as a submodule
         self.prediff: PreDiff | None = None

@@ -73,12 +73,21 @@ def steps_per_epoch(
     limit_batches: float | int = 1.0,
 ) -> int:
     """Optimiser steps in one epoch (step 3 above), honouring a ``limit_train_batches`` setting."""
-    batches = math.ceil(math.ceil(n_sequences / world_size) / micro_batch)
-    if isinstance(limit_batches, float):
-        batches = int(batches * limit_batches) if limit_batches < 1.0 else batches
-    else:
-        batches = min(batches, int(limit_batches))
+    batches = _limited(_batches_per_epoch(n_sequences, micro_batch, world_size), limit_batches)
     return math.ceil(batches / accumulate)
+
+
+def _batches_per_epoch(n_sequences: int, micro_batch: int, world_size: int) -> int:
+    """Micro-batches one rank draws per epoch, before any ``limit_train_batches``."""
+    return math.ceil(math.ceil(n_sequences / world_size) / micro_batch)
+
+
+def _limited(batches: int, limit_batches: float | int) -> int:
+    """``batches`` cut by ``limit_train_batches``: a float is a fraction (rounded down, as
+    Lightning does), an int a count."""
+    if isinstance(limit_batches, float):
+        return int(batches * limit_batches) if limit_batches < 1.0 else batches
+    return min(batches, int(limit_batches))
 
 
 def total_steps(
@@ -90,18 +99,50 @@ def total_steps(
     max_steps: int = -1,
     limit_batches: float | int = 1.0,
 ) -> int:
-    """Length ``N`` of the schedule: ``steps_per_epoch · epochs``, capped by ``max_steps`` (if > 0)."""
+    """Length ``N`` of the schedule: ``steps_per_epoch · epochs``, capped by ``max_steps`` (if > 0).
+
+    Raises:
+        ValueError: the settings leave no optimiser step; the message names the setting that
+            did it (``trainer.limit_train_batches``, ``trainer.max_epochs``, the data size) and the fix.
+    """
     per_epoch = steps_per_epoch(n_sequences, micro_batch, world_size, accumulate, limit_batches)
     if epochs > 0:
         n = per_epoch * epochs if max_steps <= 0 else min(per_epoch * epochs, max_steps)
     else:
         n = max_steps
     if n < 1:
+        cause = _no_step_cause(n_sequences, micro_batch, epochs, world_size, limit_batches)
         raise ValueError(
-            f"no optimiser step to schedule ({n_sequences} sequences, micro-batch {micro_batch}, "
-            f"{world_size} ranks, accumulate {accumulate}, {epochs} epochs, max_steps {max_steps})"
+            f"no optimiser step to schedule: {cause} ({n_sequences} training sequences, data.batch_size "
+            f"{micro_batch}, world size {world_size}, accumulate_grad_batches {accumulate}, "
+            f"trainer.max_epochs {epochs}, trainer.max_steps {max_steps}, trainer.limit_train_batches "
+            f"{limit_batches})"
         )
     return n
+
+
+def _no_step_cause(
+    n_sequences: int, micro_batch: int, epochs: int, world_size: int, limit_batches: float | int
+) -> str:
+    """Which setting left the schedule empty, and how to fix it: the bare numbers alone sent users
+    hunting (``limit_train_batches=0.01`` of 8 batches rounds down to none)."""
+    batches = _batches_per_epoch(n_sequences, micro_batch, world_size)
+    if batches == 0:
+        return "the training split is empty; check data.root and the split settings of the data"
+    if _limited(batches, limit_batches) == 0:
+        if not limit_batches:
+            return f"trainer.limit_train_batches={limit_batches} trains on no batch; raise it"
+        least = math.ceil(1000 / batches) / 1000  # 1 / batches, rounded up to a readable value
+        return (
+            f"trainer.limit_train_batches={limit_batches} keeps int({batches} × {limit_batches}) = 0 of "
+            f"the {batches} training batches of an epoch; set it to at least {least:g}, or to a count "
+            "of batches (an integer such as 1), or leave it at 1.0"
+        )
+    if epochs == 0:
+        return (
+            "trainer.max_epochs=0 trains no epoch; raise it, or set max_epochs=-1 with trainer.max_steps > 0"
+        )
+    return "check trainer.max_epochs and trainer.max_steps"
 
 
 def build_optimizer(

@@ -42,6 +42,7 @@ from earthcast.training.compile import CompileNetworks
 from earthcast.training.config import ExperimentConfig, TrainerConfig
 from earthcast.training.forecast_module import ForecastSystem
 from earthcast.training.random_state import RandomState
+from earthcast.training.resume_settings import ExperimentRecord, check_resume_settings, recorded_experiment
 from earthcast.utils.allocator import CPU_ALLOCATORS, keep_freed_memory
 
 
@@ -56,7 +57,7 @@ class FitResult:
             that had already finished, the last values its CSV logs hold.
         out_dir: the run directory.
         already_finished: resumed from a checkpoint whose run had reached its step/epoch limit,
-            so no step was taken (raise ``trainer.max_steps``/``max_epochs`` to train on).
+            so no step was taken (its schedule has ended: a longer run is a new run).
     """
 
     best_ckpt: Path | None
@@ -101,10 +102,11 @@ def fit(
     out = run_dir(config, out_dir)
     ckpt_path = _resume_path(resume, out)
     # a resumed run goes on with the checkpoint's normalisation; its contract is checked in setup
-    recorded, resumed_step = _resume_record(ckpt_path)
+    recorded, resumed_step, resumed_experiment = _resume_record(ckpt_path)
     data = reuse_training_statistics(resolve_data(config, out), recorded)
     trainer_cfg = dataclasses.replace(config.trainer, out_dir=str(out))
     config = config.replace(data=data, trainer=trainer_cfg)
+    check_resume_settings(resumed_experiment, config.to_dict(), ckpt_path)
     _seed_and_flags(trainer_cfg)
     from earthcast.data.datamodule import ForecastDataModule
 
@@ -112,7 +114,7 @@ def fit(
     system, trainer_cfg = make_system(config, trainer_cfg)
     if recorded and isinstance(system, ForecastSystem):
         system.hparams["data_contract"] = recorded
-    trainer = build_trainer(trainer_cfg, out, system, data.batch_size)
+    trainer = build_trainer(trainer_cfg, out, system, data.batch_size, experiment=config.to_dict())
     with warnings.catch_warnings():
         # Lightning warns that a mid-epoch resume cannot continue the data loader; ours can:
         # ForecastDataModule.state_dict resumes its sampler at the next batch (tests/training/test_resume.py)
@@ -144,6 +146,7 @@ def make_system(
     ``LatentDiffusionSystem``; ``alignment``: ``AlignmentSystem``.
     """
     optim = dataclasses.asdict(config.optim)
+    config = config.replace(task_options=_task_options(config, trainer_cfg))
     if config.task == "forecast":
         system = ForecastSystem(
             model_name=config.model,
@@ -185,6 +188,29 @@ def make_system(
         )
         return system, trainer_cfg
     return _alignment_system(config, optim), trainer_cfg
+
+
+def _task_options(config: ExperimentConfig, trainer_cfg: TrainerConfig) -> dict[str, Any]:
+    """``task_options`` with ``trainer.ema_decay`` routed to the task that keeps an average, so
+    no setting is silently ignored: forecasting takes no task options (its EMA is
+    ``trainer.ema_decay``), the diffusion stage's EMA is ``task_options.ema_decay`` or
+    ``trainer.ema_decay`` (not two different values), the VAE and alignment stages keep none."""
+    options, ema = dict(config.task_options), trainer_cfg.ema_decay
+    if config.task == "forecast" and options:
+        raise ValueError(
+            f"task forecast takes no task_options (got {sorted(options)}); the forecasting settings are "
+            "model_overrides, optim and trainer (its weight average is trainer.ema_decay)"
+        )
+    if config.task == "diffusion" and ema is not None:
+        if options.get("ema_decay", ema) != ema:
+            raise ValueError(
+                f"trainer.ema_decay={ema} and task_options.ema_decay={options['ema_decay']} disagree; "
+                "the diffusion stage keeps one average of the denoiser: set one of them"
+            )
+        options["ema_decay"] = ema
+    if config.task in ("vae", "alignment") and ema is not None:
+        raise ValueError(f"task {config.task} keeps no weight average: remove trainer.ema_decay={ema}")
+    return options
 
 
 def _alignment_system(config: ExperimentConfig, optim: dict[str, Any]) -> L.LightningModule:
@@ -312,10 +338,18 @@ def _strategy(strategy: str, system: L.LightningModule) -> str:
 
 
 def build_trainer(
-    cfg: TrainerConfig, out: Path, system: ForecastSystem, micro_batch: int, evaluating: bool = False
+    cfg: TrainerConfig,
+    out: Path,
+    system: ForecastSystem,
+    micro_batch: int,
+    evaluating: bool = False,
+    experiment: dict[str, Any] | None = None,
 ) -> L.Trainer:
-    """A Lightning ``Trainer`` for ``cfg``: loggers, checkpoints, early stopping, LR monitor, progress bar."""
+    """A Lightning ``Trainer`` for ``cfg``: loggers, checkpoints, early stopping, LR monitor, progress
+    bar; ``experiment`` is written into every checkpoint (``training/resume_settings.py``)."""
     callbacks: list[cb.Callback] = [CpuAllocatorPolicy(cfg.cpu_allocator)]
+    if experiment is not None:
+        callbacks.append(ExperimentRecord(experiment))
     if cfg.compile:
         callbacks.append(CompileNetworks(cfg.compile))
     if cfg.progress_bar == "rich":
@@ -393,7 +427,15 @@ def _training_callbacks(cfg: TrainerConfig, out: Path, system: ForecastSystem) -
         )
         if cfg.early_stopping_patience is not None:
             callbacks.append(
-                cb.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience)
+                # checked after each validation only: at the end of a training epoch there may be
+                # no validation result yet (max_steps inside the first epoch), and Lightning
+                # would then stop the run with an error before any checkpoint is written
+                cb.EarlyStopping(
+                    monitor=monitor,
+                    mode=mode,
+                    patience=cfg.early_stopping_patience,
+                    check_on_train_epoch_end=False,
+                )
             )
     return callbacks
 
@@ -426,14 +468,17 @@ def _resume_path(resume: str | Path | None, out: Path) -> Path | None:
     return path
 
 
-def _resume_record(ckpt_path: Path | None) -> tuple[dict[str, Any] | None, int | None]:
-    """The data contract and global step of the checkpoint a run resumes from (read through
-    ``read_checkpoint``, so a truncated or foreign file is refused with a clear message before
-    Lightning opens it); ``(None, None)`` for a new run."""
+def _resume_record(
+    ckpt_path: Path | None,
+) -> tuple[dict[str, Any] | None, int | None, dict[str, Any] | None]:
+    """The data contract, global step and experiment of the checkpoint a run resumes from (read
+    through ``read_checkpoint``, so a truncated or foreign file is refused with a clear message
+    before Lightning opens it); ``(None, None, None)`` for a new run."""
     if ckpt_path is None:
-        return None, None
+        return None, None, None
     checkpoint = read_checkpoint(ckpt_path)
-    return checkpoint.get("hyper_parameters", {}).get("data_contract"), checkpoint.get("global_step")
+    contract = checkpoint.get("hyper_parameters", {}).get("data_contract")
+    return contract, checkpoint.get("global_step"), recorded_experiment(checkpoint)
 
 
 def _remove_partial_writes(ckpt_dir: Path) -> None:

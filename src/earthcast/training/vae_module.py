@@ -53,21 +53,14 @@ from earthcast.models.prediff.vae.discriminator import NLayerDiscriminator
 from earthcast.models.prediff.vae.distribution import DiagonalGaussian
 from earthcast.models.prediff.vae.loss import LossOutput, VAELoss, masked_abs_error
 from earthcast.training.checkpoint import network_state, read_checkpoint
-from earthcast.training.config import OptimConfig, optim_config_from_dict
+from earthcast.training.config import VAE_OPTIM, optim_config_from_dict
 from earthcast.training.optim import build_optimizer, param_groups, total_steps
 
 VAE_PREFIX = "vae."
 
-REFERENCE_OPTIM = OptimConfig(
-    lr=5e-6,
-    weight_decay=0.0,
-    betas=(0.5, 0.9),
-    warmup_fraction=0.1,
-    warmup_min_lr_ratio=0.1,
-    min_lr_ratio=1e-3,
-)
-"""The reference VAE recipe (SPEC §5.2): Adam β=(0.5, 0.9), lr 5e-6 for both networks, 10 %
-warm-up from 0.1·lr, cosine to 1e-3·lr. ``VAESystem(optim=...)`` overrides fields of it."""
+REFERENCE_OPTIM = VAE_OPTIM
+"""The reference VAE recipe (SPEC §5.2; ``training.config.VAE_OPTIM``). ``VAESystem(optim=...)``
+overrides fields of it, and so does an experiment's ``optim`` section."""
 
 
 class VAESystem(L.LightningModule):
