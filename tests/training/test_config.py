@@ -173,6 +173,7 @@ def test_unknown_keys_list_the_valid_ones():
         ("trainer.strategy=horovod", r"trainer\.strategy: expected one of"),
         ("optim.betas=[0.9]", r"optim\.betas: expected 2 values"),
         ("trainer.gradient_clip_val=yes", r"gradient_clip_val: expected a number or null"),
+        ("trainer.gradient_clip_val=-1", r"gradient_clip_val=-1.0 must be > 0 \(or null: no clipping\)"),
         ("data.num_workers=-1", r"data\.num_workers=-1 must be >= 0"),
         ("optim.warmup_fraction=1.5", r"warmup_fraction=1.5 must be in \[0, 1\)"),
         ("model=earthformer_nbdy", r"unknown model 'earthformer_nbdy'.*earthformer_nbody"),

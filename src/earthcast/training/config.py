@@ -176,6 +176,10 @@ class TrainerConfig:
             self.ema_decay is None or 0 < self.ema_decay < 1,
             f"trainer.ema_decay={self.ema_decay} must be in (0, 1)",
         )
+        _require(  # Lightning skips clipping silently for a value <= 0
+            self.gradient_clip_val is None or self.gradient_clip_val > 0,
+            f"trainer.gradient_clip_val={self.gradient_clip_val} must be > 0 (or null: no clipping)",
+        )
         _require(
             self.ema_decay is None or self.strategy != "fsdp",
             "trainer.ema_decay is not supported with strategy=fsdp (the average would mix weight shards)",
