@@ -156,3 +156,15 @@ def test_missing_context_pixels_are_grey_not_extreme(cli, tmp_path: Path):
     assert code == 0, err
     assert _rows_of(png, MAGENTA).size == 0
     assert _rows_of(png, GREY).size > 100
+
+
+def test_a_bare_latitude_dimension_name_tells_the_row_order():
+    """An input whose y axis is a dimension named ``lat`` with no attributes: ``predict`` passes
+    the name along, since the values alone (unlabelled numbers) say nothing about north."""
+    latitude = np.linspace(-60.0, 60.0, 12)
+    contract = {**TINY_CONTRACT, "dataset": "gridded", "variable": "t2m", "units": "K", "scale": "raw"}
+    values = np.zeros((1, 2, 12, 16, 1), np.float32)
+    assert (
+        forecast_dataset(values, contract, y=(latitude, {}, "lat"))["y"].attrs["row_order"] == "south_first"
+    )
+    assert "row_order" not in forecast_dataset(values, contract, y=(latitude, {}, "row"))["y"].attrs

@@ -396,7 +396,7 @@ def predict_file(
             contract,
             sample_index=samples.index,
             reference_time=samples.reference_time,
-            y=samples.coords.get(dims[2]) if len(dims) > 2 else None,
+            y=(*samples.coords[dims[2]], dims[2]) if len(dims) > 2 and dims[2] in samples.coords else None,
             x=samples.coords.get(dims[3]) if len(dims) > 3 else None,
             thresholds=thresholds,
             attrs=attrs,

@@ -308,9 +308,7 @@ def _coords(
     return coords
 
 
-def _spatial(
-    name: str, size: int, given: tuple[np.ndarray, dict] | None, grid: Sequence[float] | None = None
-) -> tuple:
+def _spatial(name: str, size: int, given: tuple | None, grid: Sequence[float] | None = None) -> tuple:
     """``(dim, values, attrs)`` of ``y`` or ``x``: the input's coordinate, else the contract's
     ``grid`` latitudes/longitudes (so ``.npy`` inputs still get geographic coordinates), else
     pixel indices."""
@@ -325,11 +323,14 @@ def _spatial(
     return (name, np.arange(size, dtype=np.int32), {"long_name": long_name, "axis": axis})
 
 
-def _y_coordinate(size: int, given: tuple[np.ndarray, dict] | None, contract: Mapping[str, Any]) -> tuple:
+def _y_coordinate(size: int, given: tuple | None, contract: Mapping[str, Any]) -> tuple:
     """The ``y`` coordinate with its ``row_order`` attribute when known (module docstring): the
-    coordinate's own direction first, since it describes these very rows, then the contract."""
+    coordinate's own direction first, since it describes these very rows (``given`` may carry
+    the input's dimension name third: a bare ``lat`` axis says latitude by its name alone), then
+    the contract."""
+    source_name = given[2] if given is not None and len(given) > 2 else None
     dim, values, attrs = _spatial("y", size, given, contract.get("grid_latitude"))
-    order = row_order(values, attrs) or contract_row_order(contract)
+    order = row_order(values, attrs, source_name) or contract_row_order(contract)
     if order is not None:
         attrs = {**attrs, "row_order": order}
     return (dim, values, attrs)
@@ -341,7 +342,7 @@ def forecast_dataset(
     *,
     sample_index: Sequence[int] | None = None,
     reference_time: np.ndarray | None = None,
-    y: tuple[np.ndarray, dict] | None = None,
+    y: tuple | None = None,
     x: tuple[np.ndarray, dict] | None = None,
     thresholds: Sequence[float] | None = None,
     attrs: Mapping[str, Any] | None = None,
@@ -355,7 +356,8 @@ def forecast_dataset(
         sample_index: ``(N,)`` index of each sample in the input file (default ``0 … N−1``).
         reference_time: ``(N,)`` datetime64 time of each sample's last context frame.
         y, x: ``(values, attrs)`` coordinates of the grid (default: the contract's
-            ``grid_latitude``/``grid_longitude``, else pixel indices); ``y`` gets ``row_order``.
+            ``grid_latitude``/``grid_longitude``, else pixel indices); ``y`` gets ``row_order``,
+            read from its values with the input's dimension name when given third.
         thresholds: ``τ`` in physical units for ``P(x ≥ τ)`` (ensembles only).
         attrs: global attributes (``title``, ``history``, ``source``, ``institution``, …).
 
@@ -506,7 +508,7 @@ def write_forecast_batches(
     *,
     sample_index: Sequence[int],
     reference_time: np.ndarray | None = None,
-    y: tuple[np.ndarray, dict] | None = None,
+    y: tuple | None = None,
     x: tuple[np.ndarray, dict] | None = None,
     thresholds: Sequence[float] | None = None,
     attrs: Mapping[str, Any] | None = None,
