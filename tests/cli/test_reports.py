@@ -44,7 +44,7 @@ def test_fit_report_of_a_diverged_run_is_strict_json(cli, monkeypatch: pytest.Mo
         metrics={"train/loss": math.nan, "val/mse": math.inf, "lr": 1e-3},
         out_dir=tmp_path,
     )
-    monkeypatch.setattr(runner, "fit", lambda config, resume=None, out_dir=None: result)
+    monkeypatch.setattr(runner, "fit", lambda config, resume=None, out_dir=None, init_from=None: result)
     code, out, err = cli("fit", "nbody")
     assert code == 0, err
     assert _strict_loads(out)["metrics"] == {"train/loss": None, "val/mse": None, "lr": 1e-3}
@@ -115,7 +115,7 @@ def test_lightning_misconfiguration_is_one_line(cli, monkeypatch: pytest.MonkeyP
 
     from earthcast.training import runner
 
-    def refuse(config, resume=None, out_dir=None):
+    def refuse(config, resume=None, out_dir=None, init_from=None):
         raise MisconfigurationException("`CUDAAccelerator` can not run on your system\n  since it is absent.")
 
     monkeypatch.setattr(runner, "fit", refuse)

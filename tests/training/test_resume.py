@@ -186,6 +186,40 @@ def test_max_steps_inside_the_first_epoch_with_early_stopping_saves_its_checkpoi
     assert result.last_ckpt is not None and read_checkpoint(result.last_ckpt)["global_step"] == 3
 
 
+def test_a_new_run_starts_from_the_trained_weights_of_another(tmp_path):
+    """Training longer than a finished run planned is a new run from its weights, with a fresh
+    schedule; it keeps the first run's normalisation and records where it started."""
+    from earthcast.training.checkpoint import NET_PREFIX, network_state
+    from earthcast.training.config import config_from_dict
+    from earthcast.training.initial_weights import INIT_FROM_KEY
+
+    experiment = {**EXPERIMENT, "trainer": {**EXPERIMENT["trainer"], "max_epochs": -1, "max_steps": 2}}
+    experiment["data"] = {**EXPERIMENT["data"], "root": str(tmp_path / "data")}
+    first = fit(config_from_dict(experiment), out_dir=tmp_path / "first")
+    trained = network_state(read_checkpoint(first.last_ckpt)["state_dict"], NET_PREFIX)
+    # two steps at a vanishing learning rate: the new run's weights stay the first run's
+    still = {**experiment, "optim": {"lr": 1e-30}}
+    second = fit(config_from_dict(still), out_dir=tmp_path / "second", init_from=first.last_ckpt)
+    checkpoint = read_checkpoint(second.last_ckpt)
+    assert checkpoint[INIT_FROM_KEY] == str(first.last_ckpt.resolve())
+    assert checkpoint["global_step"] == 2  # a fresh schedule of its own
+    started = network_state(checkpoint["state_dict"], NET_PREFIX)
+    for name, value in trained.items():
+        torch.testing.assert_close(started[name], value, rtol=0, atol=1e-6, msg=name)
+    scratch = fit(config_from_dict(still), out_dir=tmp_path / "scratch")  # the same run without it
+    from_scratch = network_state(read_checkpoint(scratch.last_ckpt)["state_dict"], NET_PREFIX)
+    assert any(not torch.allclose(from_scratch[n], trained[n]) for n in trained)
+    with pytest.raises(
+        ValueError, match=r"holds model 'earthformer_nbody_tiny'.*this run trains 'convlstm_tiny'"
+    ):
+        fit(config_from_dict({**experiment, "model": "convlstm_tiny", "model_overrides": {}}),
+            out_dir=tmp_path / "other", init_from=first.last_ckpt)  # fmt: skip
+    with pytest.raises(ValueError, match=r"--init-from starts a new run, but this one resumes"):
+        fit(
+            config_from_dict(experiment), resume="auto", out_dir=tmp_path / "first", init_from=first.last_ckpt
+        )
+
+
 def test_killed_ddp_run_resumes_where_it_stopped(tmp_path):
     """Two ranks (gloo, CPU), dropout on, the whole job killed after a checkpoint: the resumed run
     continues with the losses of an uninterrupted two-rank run (each rank's random state and its

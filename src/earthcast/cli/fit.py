@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="auto|PATH",
         help="continue a run: 'auto' resumes from <out>/checkpoints/last.ckpt if it exists; or a checkpoint",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start a new run from the trained network of this checkpoint (fresh optimiser and "
+        "schedule: fine-tuning, or training longer than a finished run planned)",
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default: trainer.out_dir, else runs/<name>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from earthcast.training.runner import fit
 
     try:
-        result = fit(config, resume=args.resume, out_dir=args.out)
+        result = fit(config, resume=args.resume, out_dir=args.out, init_from=args.init_from)
     except FileExistsError as err:
         raise UserError(str(err)) from err
     summary = {
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         summary["note"] = (
             "the run had already finished (trainer.max_steps / max_epochs reached): nothing was "
             "trained; metrics are the last logged ones. Its learning-rate schedule has ended: to "
-            "train longer, start a new run with higher limits (another --out)."
+            "train longer, start a new run from its weights (--init-from CKPT --out NEW_DIR)."
         )
     if _is_rank_zero():  # under DDP every process returns here; one report is enough
         print(dumps(summary))  # a diverged run's NaN loss is written as null

@@ -41,6 +41,7 @@ from earthcast.training.checkpoint import (
 from earthcast.training.compile import CompileNetworks
 from earthcast.training.config import ExperimentConfig, TrainerConfig
 from earthcast.training.forecast_module import ForecastSystem
+from earthcast.training.initial_weights import InitialWeights, read_initial_weights
 from earthcast.training.random_state import RandomState
 from earthcast.training.resume_settings import ExperimentRecord, check_resume_settings, recorded_experiment
 from earthcast.utils.allocator import CPU_ALLOCATORS, keep_freed_memory
@@ -86,7 +87,11 @@ def resolve_data(config: ExperimentConfig, out: Path) -> DataConfig:
 
 
 def fit(
-    config: ExperimentConfig, resume: str | Path | None = None, *, out_dir: str | Path | None = None
+    config: ExperimentConfig,
+    resume: str | Path | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    init_from: str | Path | None = None,
 ) -> FitResult:
     """Train ``config.model`` on ``config.data`` with Lightning.
 
@@ -95,6 +100,8 @@ def fit(
         resume: ``None`` (new run; refused if the run directory already holds ``last.ckpt``),
             ``"auto"`` (continue from ``<run dir>/checkpoints/last.ckpt`` if present) or a path.
         out_dir: run directory (overrides ``trainer.out_dir``).
+        init_from: a new forecasting run starts from this checkpoint's trained network, with a
+            fresh optimiser and schedule (``training/initial_weights.py``); not with ``resume``.
 
     Returns:
         Best and last checkpoints, final metrics and the run directory.
@@ -103,6 +110,9 @@ def fit(
     ckpt_path = _resume_path(resume, out)
     # a resumed run goes on with the checkpoint's normalisation; its contract is checked in setup
     recorded, resumed_step, resumed_experiment = _resume_record(ckpt_path)
+    initial = _initial_weights(init_from, config, ckpt_path)
+    if initial is not None:  # the first run's normalisation and contract, as on resume
+        recorded = initial[1]
     data = reuse_training_statistics(resolve_data(config, out), recorded)
     trainer_cfg = dataclasses.replace(config.trainer, out_dir=str(out))
     config = config.replace(data=data, trainer=trainer_cfg)
@@ -114,7 +124,10 @@ def fit(
     system, trainer_cfg = make_system(config, trainer_cfg)
     if recorded and isinstance(system, ForecastSystem):
         system.hparams["data_contract"] = recorded
-    trainer = build_trainer(trainer_cfg, out, system, data.batch_size, experiment=config.to_dict())
+    extra = [InitialWeights(init_from, initial[0])] if initial is not None else []
+    trainer = build_trainer(
+        trainer_cfg, out, system, data.batch_size, experiment=config.to_dict(), callbacks=extra
+    )
     with warnings.catch_warnings():
         # Lightning warns that a mid-epoch resume cannot continue the data loader; ours can:
         # ForecastDataModule.state_dict resumes its sampler at the next batch (tests/training/test_resume.py)
@@ -344,10 +357,12 @@ def build_trainer(
     micro_batch: int,
     evaluating: bool = False,
     experiment: dict[str, Any] | None = None,
+    callbacks: list[cb.Callback] | None = None,
 ) -> L.Trainer:
     """A Lightning ``Trainer`` for ``cfg``: loggers, checkpoints, early stopping, LR monitor, progress
-    bar; ``experiment`` is written into every checkpoint (``training/resume_settings.py``)."""
-    callbacks: list[cb.Callback] = [CpuAllocatorPolicy(cfg.cpu_allocator)]
+    bar; ``experiment`` is written into every checkpoint (``training/resume_settings.py``);
+    ``callbacks`` are added to these."""
+    callbacks = [CpuAllocatorPolicy(cfg.cpu_allocator), *(callbacks or [])]
     if experiment is not None:
         callbacks.append(ExperimentRecord(experiment))
     if cfg.compile:
@@ -466,6 +481,22 @@ def _resume_path(resume: str | Path | None, out: Path) -> Path | None:
     if not path.is_file():
         raise ValueError(f"cannot resume: checkpoint '{path}' does not exist")
     return path
+
+
+def _initial_weights(
+    init_from: str | Path | None, config: ExperimentConfig, resumed: Path | None
+) -> tuple[dict, dict] | None:
+    """``(weights, data contract)`` a new run starts from, or ``None`` (see :func:`fit`)."""
+    if init_from is None:
+        return None
+    if config.task != "forecast":
+        raise ValueError(f"--init-from starts forecasting runs; task {config.task} trains from scratch")
+    if resumed is not None:
+        raise ValueError(
+            f"--init-from starts a new run, but this one resumes from '{resumed}' (which has its own "
+            "weights); write the new run to another --out"
+        )
+    return read_initial_weights(init_from, config.model, dict(config.model_overrides))
 
 
 def _resume_record(
