@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from earthcast.benchmark import parse_budget
 from earthcast.benchmark.models import resolve_model
@@ -326,3 +327,21 @@ def test_a_diverged_model_is_tabulated_and_plotted_with_its_null_scores(tmp_path
     assert plot_results(reloaded, "nbody", tmp_path / "plot.png").is_file()
     table = (tmp_path / "table.md").read_text()
     assert "convlstm" in table and "unet" in table
+
+
+def test_recurrent_baselines_finish_scheduled_sampling_inside_the_budget(tmp_path):
+    """A recurrent model is scored free-running, so its truth-feeding schedule must end inside the
+    run (as PredRNN's 50k of 80k iterations), not after the preset's fixed 2,000 steps."""
+    from earthcast.benchmark.runner import SAMPLING_SHARE, sampling_steps
+
+    assert sampling_steps(8) == 5 and sampling_steps(1) == 1 and SAMPLING_SHARE < 1
+    args = ["benchmark", "--data", "nbody", "--size", "tiny", "--budget", "8steps", "--out", str(tmp_path)]
+    assert main([*args, "--models", "predrnn,unet", *TINY_DATA]) == 0
+    models = tmp_path / "nbody" / "models"
+    predrnn = json.loads((models / "predrnn.json").read_text())
+    assert predrnn["steps"] == 8 and predrnn["sampling_steps"] == 5
+    checkpoint = torch.load(
+        tmp_path / "nbody" / "runs" / "predrnn" / "checkpoints" / "last.ckpt", weights_only=False
+    )
+    assert checkpoint["hyper_parameters"]["model_overrides"]["sampling_steps"] == 5
+    assert "sampling_steps" not in json.loads((models / "unet.json").read_text())  # not recurrent

@@ -265,6 +265,7 @@ def _train_and_score(
     info.update(network=network, params_m=count_parameters(net) / 1e6)
     info["gflops"] = gflops_per_sample(net, sample)
     run = experiment.replace(name=f"benchmark-{model}", model=network, model_overrides=overrides)
+    scheduled_sampling = hasattr(getattr(net, "config", None), "sampling_steps")
     if not any(p.requires_grad for p in net.parameters()):
         print(f"  {network}: no trainable parameters, scored directly")
         info.update(train_time_s=0.0, steps=0, planned_steps=0, stopped_by_max_time=False)
@@ -285,6 +286,9 @@ def _train_and_score(
     resuming = f", resuming {out}" if record is not None else ""
     print(f"  {network}: {info['params_m']:.3g} M parameters, {steps} steps{timing}{resuming}", flush=True)
     run = run.replace(trainer=_budget_trainer(run, config, model, steps))
+    if scheduled_sampling:
+        run = run.replace(model_overrides={**overrides, "sampling_steps": sampling_steps(steps)})
+        info["sampling_steps"] = run.model_overrides["sampling_steps"]
     start = time.perf_counter()
     fitted = fit(run, resume="auto" if record is not None else None)
     elapsed = time.perf_counter() - start
@@ -295,6 +299,18 @@ def _train_and_score(
         print(f"  stopped by the wall-clock limit at step {info['steps']} of {steps}", flush=True)
     info["train_loss"] = fitted.metrics.get("train/loss_epoch", fitted.metrics.get("train/loss"))
     info["metrics"] = evaluate(fitted.last_ckpt, _quiet_eval(run, config, model), use_ema=True)
+
+
+SAMPLING_SHARE = 0.625
+"""Share of a benchmark run over which a recurrent model's scheduled sampling decays to the
+free-running forecast it is scored on: PredRNN's reference schedule ends at 50,000 of 80,000
+iterations. The presets' fixed step counts (2,000–5,000) would leave a 150-step run almost fully
+teacher-forced, then score it free-running."""
+
+
+def sampling_steps(planned_steps: int) -> int:
+    """``sampling_steps`` of a recurrent baseline trained for ``planned_steps`` (:data:`SAMPLING_SHARE`)."""
+    return max(1, round(SAMPLING_SHARE * planned_steps))
 
 
 def _usable_run(out: Path, config: BenchmarkConfig, settings: dict[str, Any]) -> dict[str, Any] | None:
