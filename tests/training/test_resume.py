@@ -88,10 +88,14 @@ def kill_after_first_checkpoint(
     proc.wait(timeout=30)
 
 
-def test_killed_run_resumes_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("every_n_steps", [3, None], ids=["every-3-steps", "epoch-ends"])
+def test_killed_run_resumes_where_it_stopped(tmp_path, every_n_steps):
+    """Killed after its first ``last.ckpt``: every 3 steps, or (the packaged configs' default)
+    at the end of the first epoch, which Lightning did not write before ``LastCheckpoint``'s fix."""
     config = tmp_path / "exp.yaml"
-    EXPERIMENT["data"]["root"] = str(tmp_path / "data")
-    config.write_text(yaml.safe_dump(EXPERIMENT))
+    experiment = {**EXPERIMENT, "data": {**EXPERIMENT["data"], "root": str(tmp_path / "data")}}
+    experiment["trainer"] = {**EXPERIMENT["trainer"], "checkpoint_every_n_steps": every_n_steps}
+    config.write_text(yaml.safe_dump(experiment))
 
     fit(load_config(config), out_dir=tmp_path / "full")  # the uninterrupted reference, in this process
     reference = step_losses(tmp_path / "full")

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch import callbacks as cb
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
 from earthcast.data.config import DataConfig
 from earthcast.data.gridded_splits import reuse_training_statistics
@@ -69,7 +70,17 @@ class FitResult:
 
 
 class LastCheckpoint(cb.ModelCheckpoint):
-    """``last.ckpt`` at every trigger (epoch end, or every n steps) and once more when training ends."""
+    """``last.ckpt`` at every trigger (epoch end, or every n steps) and once more when training ends.
+
+    Lightning writes a "last" checkpoint only at a trigger where the same callback also saved a
+    top-k file, and this one keeps none (``save_top_k=0``): without the override below, a run
+    without ``checkpoint_every_n_steps`` wrote ``last.ckpt`` only when training ended, so a killed
+    run had nothing to resume from and ``--resume auto`` started again from step 0.
+    """
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        # no top-k files: mark the trigger as saved, so the "last" save that follows takes place
+        self._last_global_step_saved = trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.save_checkpoint(Path(self.dirpath) / LAST_NAME, weights_only=False)
@@ -423,6 +434,8 @@ def _training_callbacks(cfg: TrainerConfig, out: Path, system: ForecastSystem) -
             save_last=True,
             every_n_train_steps=every,
             every_n_epochs=None if every else 1,
+            # at every epoch's end, after its validation, even when validation is not every epoch
+            save_on_train_epoch_end=True,
         ),
         cb.LearningRateMonitor(logging_interval="step"),
         RandomState(),  # every rank's random stream resumes too
@@ -476,6 +489,11 @@ def _resume_path(resume: str | Path | None, out: Path) -> Path | None:
         return None
     _remove_partial_writes(out / CHECKPOINT_DIR)
     if str(resume) == "auto":
+        if last is None and (out / CHECKPOINT_DIR).is_dir():  # a run was here, but left nothing to resume
+            rank_zero_warn(
+                f"--resume auto: {out / CHECKPOINT_DIR} holds no {LAST_NAME}, so this run starts from "
+                "step 0 (its best-*.ckpt files hold weights only for scoring, not a training state)"
+            )
         return last
     path = Path(resume)
     if not path.is_file():
