@@ -47,6 +47,38 @@ def test_missing_data_says_how_to_get_it(tmp_path):
         dm.prepare_data()
 
 
+def test_interrupted_synthesis_is_written_again_and_other_settings_are_refused(tmp_path, monkeypatch):
+    """A writer killed after the first split left data that ``present`` accepted, and every
+    later run failed on the missing split; data of other settings were reused as asked-for."""
+    from earthcast.data import nbody
+    from earthcast.data.synthesis import RECORD_NAME, synthesis_record
+
+    root = tmp_path / "nbody"
+    options = {"root": str(root), "synthesize": True, "synthetic": TINY_NBODY, "in_len": 4, "out_len": 4}
+    real_writer = nbody.write_nbody
+
+    def killed_after_train(out_dir, *args, **kwargs):  # the train split lands, then the "kill"
+        (Path(out_dir) / "nbody_train.h5").write_bytes(b"a split")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nbody, "write_nbody", killed_after_train)
+    with pytest.raises(KeyboardInterrupt):
+        create_datamodule("nbody", **options).prepare_data()
+    assert synthesis_record(root) == {"dataset": "nbody", "parameters": TINY_NBODY, "complete": False}
+    with pytest.raises(ValueError, match=r"were being written when the writer was interrupted.*delete"):
+        create_datamodule("nbody", **{**options, "synthesize": False}).prepare_data()
+    monkeypatch.setattr(nbody, "write_nbody", real_writer)
+    dm = create_datamodule("nbody", **options)
+    dm.prepare_data()  # written again, whole
+    dm.setup("fit")
+    assert len(dm.datasets["val"]) > 0 and synthesis_record(root)["complete"] is True
+    other = {**options, "synthetic": {**TINY_NBODY, "n_val": 3}}
+    with pytest.raises(ValueError, match=r"made with data.synthetic=.*'n_val': 4.*another data.root"):
+        create_datamodule("nbody", **other).prepare_data()
+    create_datamodule("nbody", **options).prepare_data()  # the same settings: reused
+    assert (root / RECORD_NAME).is_file()  # inside a data folder
+
+
 def test_stages_build_only_their_splits(nbody_root):
     dm = create_datamodule("nbody", root=str(nbody_root), in_len=4, out_len=4, num_workers=0)
     dm.setup("test")

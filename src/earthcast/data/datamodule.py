@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from earthcast.data.config import DataConfig
 from earthcast.data.samplers import EpochSampler
 from earthcast.data.specs import CONTRACT_KEYS, SPLITS, DatasetSpec
+from earthcast.data.synthesis import check_synthesis, interrupted, synthesis_record, synthesizing
 
 _STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
     "fit": ("train", "val"),
@@ -71,8 +72,15 @@ class ForecastDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------------ stages
     def prepare_data(self) -> None:
-        if self.spec.present(self.root):
+        record, parameters = synthesis_record(self.root), dict(self.config.synthetic)
+        if interrupted(record) and self.config.synthesize:
+            print(f"the synthetic data at {self.root} were never finished (interrupted); writing them again")
+        elif self.spec.present(self.root):
+            # complete synthetic data of other settings are refused, not reused
+            check_synthesis(self.root, self.config.name, parameters if self.config.synthesize else None)
             return
+        else:
+            check_synthesis(self.root, self.config.name)  # an interrupted writer, named
         if not self.config.synthesize:
             where = "" if self.root.exists() else f" (no such path; relative paths start at {Path.cwd()})"
             raise FileNotFoundError(
@@ -82,7 +90,8 @@ class ForecastDataModule(L.LightningDataModule):
             )
         if self.spec.synthesize is None:
             raise ValueError(f"data set '{self.config.name}' has no synthetic writer; provide real data")
-        self.spec.synthesize(self.root, self.config)
+        with synthesizing(self.root, self.config.name, parameters):
+            self.spec.synthesize(self.root, self.config)
 
     def setup(self, stage: str | None = None) -> None:
         wanted = _STAGE_SPLITS.get(stage, SPLITS)
