@@ -67,7 +67,6 @@ def main(argv=None) -> dict:
     import ast
 
     from earthcast.models.earthformer import Earthformer, get_preset
-    from earthcast.training.compile import compile_in_place
 
     cfg = get_preset(args.preset)
     if args.hw:
@@ -84,6 +83,10 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     model = Earthformer(cfg).to(device)
     if args.compile:
+        # imported only here: it loads Lightning (~175 MB resident), which the reference side of a
+        # memory comparison never pays
+        from earthcast.training.compile import compile_in_place
+
         compile_in_place(model, args.compile, fullgraph=True)
     result = {
         "impl": "earthcast",
@@ -112,6 +115,9 @@ def main(argv=None) -> dict:
                 fwd_only=phase == "fwd",
                 autocast_dtype=dtype,
             )
+    from earthcast.nn.rowmm import resolved_cpu_matmul
+
+    result["cpu_matmul"] = resolved_cpu_matmul() if device.type == "cpu" else None  # after the runs: as used
     if args.flops:
         flops = forward_flops(model, x)
         kernels = matmul_kernel_flops(device, torch.bfloat16 if args.bf16 else torch.float32)

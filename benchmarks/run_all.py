@@ -76,7 +76,15 @@ def measure_ours(preset: str, phase: str, args) -> dict:
         str(args.batch),
         *(["--set", *args.set] if args.set else []),
     ]
-    return _run_json(cmd)[phase]
+    r = _run_json(cmd, _ours_environment(args))
+    return {**r[phase], **{k: r.get(k) for k in ("rss_before_build_mb", "cpu_matmul")}}
+
+
+def _ours_environment(args) -> dict | None:
+    """``--cpu-matmul`` other than ``auto`` pins our float32 CPU kernel (``EARTHCAST_CPU_MATMUL``)."""
+    if args.cpu_matmul == "auto":
+        return None
+    return {**os.environ, "EARTHCAST_CPU_MATMUL": args.cpu_matmul}
 
 
 def measure_ref(config: str, phase: str, args, ref_python: str, bench: Path) -> dict:
@@ -104,7 +112,8 @@ def measure_ref(config: str, phase: str, args, ref_python: str, bench: Path) -> 
         env = {**os.environ, **REUSE_ENVIRONMENT}
     elif args.cpu_allocator == "live":
         env = {**os.environ, **LIVE_ENVIRONMENT}
-    return _run_json(cmd, env)[phase]
+    r = _run_json(cmd, env)
+    return {**r[phase], "rss_before_build_mb": r.get("rss_before_build_mb")}
 
 
 def flops_fraction(preset: str, args) -> dict:
@@ -120,8 +129,13 @@ def flops_fraction(preset: str, args) -> dict:
         str(args.threads),
         "--runs",
         str(args.runs),
+        "--batch",  # the FLOPs of the batch the phases are timed with
+        str(args.batch),
+        "--cpu-allocator",
+        args.cpu_allocator,
+        *(["--set", *args.set] if args.set else []),
     ]
-    r = _run_json(cmd)
+    r = _run_json(cmd, _ours_environment(args))
     return {
         "fwd_gflops": r["fwd_flops"] / 1e9,
         "matmul_peak_gflops_s": r["matmul_peak_flops"] / 1e9,
@@ -157,6 +171,12 @@ def main(argv=None) -> dict:
         help="config overrides key=value for *our* model only (e.g. checkpoint_level=1); the "
         "reference keeps its shipped configuration",
     )
+    p.add_argument(
+        "--cpu-matmul",
+        choices=("auto", "onednn", "blas"),
+        default="auto",
+        help="our float32 CPU kernel (auto: timed once per process; each round records its choice)",
+    )
     p.add_argument("--out", default=None, help="folder for the JSON result file")
     p.add_argument("--skip-ref", action="store_true")
     add_cpu_allocator_argument(p, "both implementations")
@@ -168,6 +188,7 @@ def main(argv=None) -> dict:
         "rounds": args.rounds,
         "reference": bool(ref_python),
         "cpu_allocator": args.cpu_allocator,
+        "cpu_matmul": args.cpu_matmul,
         "ours_overrides": args.set,
         "presets": {},
     }
@@ -193,22 +214,39 @@ def main(argv=None) -> dict:
     return results
 
 
+BASELINE_GAP_MB = 20
+"""Largest difference of the two sides' resident memory before the model is built for a memory
+ratio to compare like with like (both ~222 MB after ``import torch``); a larger one is flagged."""
+
+
 def _summarise(ours: list[dict], ref: list[dict]) -> dict:
-    o_ms = statistics.median(r["median_ms"] for r in ours)
-    o_mb = statistics.median(r["peak_rss_mb"] for r in ours)
-    out = {"ours_ms": round(o_ms, 1), "ours_peak_rss_mb": round(o_mb, 1)}
+    """Medians of the rounds and the ratios, with every round's numbers kept (the margins are thin
+    and these machines noisy: a reader must be able to check the spread) and what each side's
+    process held before building its model."""
+    out = {**_side("ours", ours), "ours_cpu_matmul": sorted({str(r.get("cpu_matmul")) for r in ours})}
     if ref:
-        r_ms = statistics.median(r["median_ms"] for r in ref)
-        r_mb = statistics.median(r["peak_rss_mb"] for r in ref)
-        out.update(
-            {
-                "ref_ms": round(r_ms, 1),
-                "ref_peak_rss_mb": round(r_mb, 1),
-                "speedup": round(r_ms / o_ms, 3),
-                "memory_ratio": round(o_mb / r_mb, 3),
-            }
-        )
+        out.update(_side("ref", ref))
+        out["speedup"] = round(out["ref_ms"] / out["ours_ms"], 3)
+        out["memory_ratio"] = round(out["ours_peak_rss_mb"] / out["ref_peak_rss_mb"], 3)
+        gap = (out["ours_rss_before_build_mb"] or 0) - (out["ref_rss_before_build_mb"] or 0)
+        out["baseline_gap_mb"] = round(gap, 1)
+        if abs(gap) > BASELINE_GAP_MB:
+            out["warning"] = (
+                f"the processes held {gap:+.0f} MB more (ours) before building the model: the memory "
+                "ratio does not compare like with like (an import the other side does not pay?)"
+            )
     return out
+
+
+def _side(name: str, rounds: list[dict]) -> dict:
+    before = [r["rss_before_build_mb"] for r in rounds if r.get("rss_before_build_mb") is not None]
+    return {
+        f"{name}_ms": round(statistics.median(r["median_ms"] for r in rounds), 1),
+        f"{name}_peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in rounds), 1),
+        f"{name}_rounds_ms": [round(r["median_ms"], 1) for r in rounds],
+        f"{name}_rounds_peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in rounds],
+        f"{name}_rss_before_build_mb": round(statistics.median(before), 1) if before else None,
+    }
 
 
 if __name__ == "__main__":
