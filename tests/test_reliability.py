@@ -178,6 +178,70 @@ def test_predict_existing_output_is_kept(capsys, files, tmp_path):
     assert out.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("overwrite", [(), ("--overwrite",)], ids=["plain", "overwrite"])
+def test_predict_output_that_is_a_folder(capsys, files, tmp_path, overwrite):
+    """Without --overwrite the advice was "pass --overwrite", which then gave a traceback."""
+    out = tmp_path / "dir.nc"
+    out.mkdir()
+    argv = ["predict", "--ckpt", files["ckpt"], "--input", files["ctx"], "--output", out, *overwrite]
+    message = user_error(capsys, argv, f"'{out}' is a folder", "choose another name")
+    assert "--overwrite" not in message and out.is_dir()
+
+
+def test_predict_into_a_folder_it_cannot_write(capsys, files, tmp_path, monkeypatch):
+    """Refused up front (os.access; the tests run as root, where chmod does not bite), and where
+    only the writing finds out (a full or read-only disk): one line naming --output, not the
+    hidden temporary file, and not a traceback."""
+    from earthcast.utils import io
+
+    out = tmp_path / "out" / "f.nc"
+    argv = ["predict", "--ckpt", files["ckpt"], "--input", files["ctx"], "--output", out, "--quiet"]
+    with monkeypatch.context() as patch:
+        patch.setattr("os.access", lambda path, mode: Path(path) != tmp_path)
+        user_error(capsys, argv, f"cannot write in '{tmp_path}'", outputs=(out,))
+
+    def denied(prefix, suffix, dir):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}abcd1234{suffix}")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    message = user_error(capsys, argv, "permission denied", f"'{out}'", outputs=(out,))
+    assert ".tmp" not in message
+
+
+@pytest.mark.parametrize(
+    "error, phrases",
+    [
+        (PermissionError(13, "Permission denied", "/data/ro/f.nc"), ("permission denied", "'/data/ro/f.nc'")),
+        (OSError(30, "Read-only file system", "/mnt/ro/x"), ("read-only", "'/mnt/ro/x'", "elsewhere")),
+        (OSError(28, "No space left on device", "/scratch/s.zarr"), ("no space", "'/scratch/s.zarr'")),
+        (IsADirectoryError(21, "Is a directory", "/runs/f.nc"), ("'/runs/f.nc' is a folder",)),
+        (FileExistsError(17, "File exists", "/runs/x"), ("'/runs/x'", "remove it")),
+    ],
+    ids=["access", "read-only", "full", "folder", "exists"],
+)
+def test_disk_errors_are_one_line_naming_the_path(error, phrases):
+    from earthcast.cli import disk_error
+
+    message = disk_error(error)
+    for phrase in phrases:
+        assert phrase.lower().replace("elsewhere", "somewhere else") in message.lower(), message
+    assert disk_error(OSError(5, "Input/output error", "/x")) is None  # a real fault: a traceback
+
+
+def test_a_path_under_a_file_names_the_file(capsys, tmp_path, monkeypatch):
+    """NotADirectoryError from anywhere (here `fit`'s run folder) is one line naming the file."""
+    import earthcast.cli.models as models
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+
+    def write_under_a_file(args):
+        (blocker / "run").mkdir(parents=True)
+
+    monkeypatch.setattr(models, "run", write_under_a_file)  # looked up when the parser is built
+    user_error(capsys, ["models"], f"'{blocker}'", "is a file, not a folder")
+
+
 # ------------------------------------------------------------------------------- checkpoints
 
 

@@ -129,6 +129,25 @@ def test_table_marks_models_the_wall_clock_limit_stopped(tmp_path):
     )
 
 
+def test_tables_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """table.md/table.csv were written in place: a run killed (or failing) while writing them
+    left a truncated table where the previous one had been."""
+    from earthcast.benchmark import table
+
+    results = [{"model": "unet", "status": "ok", "metrics": {"mse": 0.5, "mae": 0.4}}]
+    md, csv_path = table.write_tables(results, "nbody", tmp_path, "first")
+    before = md.read_text(), csv_path.read_text()
+
+    def failing_writer(*args, **kwargs):
+        raise RuntimeError("killed while writing")
+
+    monkeypatch.setattr(table.csv, "writer", failing_writer)
+    with pytest.raises(RuntimeError):
+        table.write_tables(results, "nbody", tmp_path, "second")
+    assert csv_path.read_text() == before[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv", "table.md"]
+
+
 def test_planned_steps_leave_room_for_the_first_step_and_checkpoints():
     from earthcast.benchmark.calibrate import StepTiming, plan_steps
 

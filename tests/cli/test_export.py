@@ -4,6 +4,7 @@ carries the data contract, needs no earthcast to run, and leaves the network's c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,22 @@ def test_bad_requests_are_named(cli, tiny_ckpt: Path, exported: Path, tmp_path: 
     broken.write_bytes(exported.read_bytes()[:1000])
     code, _, err = cli("predict", "--ckpt", broken, "--input", fake, "--output", tmp_path / "o.nc")
     assert code == 2 and "Re-create it with `earthcast export`" in err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_exporting(
+    cli, tiny_ckpt: Path, tmp_path: Path, monkeypatch
+):
+    """A folder at --out gave "pass --overwrite", and with --overwrite an IsADirectoryError
+    traceback after the whole export; an unwritable folder a PermissionError on a hidden name."""
+    folder = tmp_path / "dir.pt2"
+    folder.mkdir()
+    for extra in ((), ("--overwrite",)):
+        code, _, err = cli("export", "--ckpt", tiny_ckpt, "--out", folder, *extra)
+        assert code == 2 and "is a folder" in err and "--overwrite" not in err and "Traceback" not in err
+    assert folder.is_dir() and not any(folder.iterdir())
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)  # tests run as root
+    code, _, err = cli("export", "--ckpt", tiny_ckpt, "--out", tmp_path / "m.pt2")
+    assert code == 2 and f"cannot write in '{tmp_path}'" in err and "Traceback" not in err, err
 
 
 def test_exported_forecaster_names_bad_input(exported: Path):

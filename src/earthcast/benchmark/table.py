@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from earthcast.utils.io import atomic_path
+
 
 @dataclass(frozen=True)
 class MetricColumn:
@@ -128,17 +130,19 @@ def footnotes(results: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def write_tables(results: Sequence[dict[str, Any]], dataset: str, out: Path, title: str) -> tuple[Path, Path]:
-    """``table.md`` (Markdown with a title line) and ``table.csv`` (raw numbers) in ``out``."""
+    """``table.md`` (Markdown with a title line) and ``table.csv`` (raw numbers) in ``out``, each
+    written to a temporary name and renamed, so a reader never sees a half-written table."""
     header, rows = table_rows(results, dataset)
     md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
     notes = footnotes(results)
     md += ["", *notes] if notes else []
     md_path = out / "table.md"
-    md_path.write_text("\n".join(md) + "\n")
+    with atomic_path(md_path) as tmp:  # a killed run leaves the previous table, not half of one
+        tmp.write_text("\n".join(md) + "\n")
     csv_path = out / "table.csv"
     columns = metric_columns(dataset, results)
-    with csv_path.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             ["model", "network", "params_m", "gflops", "train_time_s", "steps", *PLAN_COLUMNS]
@@ -184,6 +188,7 @@ def plot_results(results: Sequence[dict[str, Any]], dataset: str, path: Path) ->
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"earthcast benchmark — {dataset} (test split)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # the temporary name has no image suffix: name the format
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

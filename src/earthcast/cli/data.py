@@ -15,14 +15,22 @@ Sub-commands (each a thin shell over the generator named in brackets):
   (the ``radar_sources`` data set) [``earthcast.data.radar_sources.import_radar_sources``]
 
 Every file is written to a temporary name and renamed, so an interrupted run leaves no partial file.
+The synthetic generators refuse to replace existing files without ``--overwrite`` (their names are
+the real data sets', so ``--out`` pointed at a real SEVIR or ICAR-ENSO folder would destroy it), and
+record their writing (``earthcast.data.synthesis``), so that a data set whose writing was
+interrupted is recognised as such when it is read.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from earthcast.cli import UserError
+from earthcast.cli import UserError, check_output, check_writable
+
+T = TypeVar("T")
 
 _MNIST_DIGIT = 28  # MNIST digits are 28×28 pixels
 # Restated from earthcast.data.radar so that `earthcast --help` does not import xarray;
@@ -51,7 +59,34 @@ def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     if seed:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace files of the same names already in --out"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _synthesize(args: argparse.Namespace, dataset: str, files: Iterable[Path], write: Callable[[], T]) -> T:
+    """Run ``write()`` for synthetic ``dataset`` data in ``args.out`` once ``--out`` is known to
+    be writable and none of ``files`` (relative to it) would be replaced without ``--overwrite``;
+    the writing is recorded (``earthcast.data.synthesis``), so an interrupted one is detected."""
+    from earthcast.data.synthesis import synthesizing
+
+    check_writable("--out", args.out)
+    if not args.overwrite:
+        _refuse_existing(args.out, files)
+    with synthesizing(args.out, dataset, None):
+        return write()
+
+
+def _refuse_existing(out: Path, files: Iterable[Path]) -> None:
+    """Name the files in ``out`` a generator would replace: they may be a user's real data."""
+    existing = [str(out / f) for f in files if (out / f).exists()]
+    if existing:
+        more, them = (f" and {len(existing) - 1} more", "them") if len(existing) > 1 else ("", "it")
+        raise UserError(
+            f"--out '{out}' already holds {existing[0]}{more}, which this would replace; pass "
+            f"--overwrite to replace {them}, or choose another --out"
+        )
 
 
 def _positive(**values: int) -> None:
@@ -68,6 +103,19 @@ def _non_negative(**values: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ SEVIR
+
+_SEVIR_YEARS = (2018, 2019)  # the writer's default, passed explicitly so _sevir_files agrees
+
+
+def _sevir_files(years: tuple[int, int]) -> Iterator[Path]:
+    """Every file ``write_synthetic_sevir`` may write for ``years``: the catalogue and the
+    half-year files of each year (which ones receive events depends on the seed)."""
+    from earthcast.data.sevir.constants import CATALOG_NAME, DATA_DIRNAME, IMG_TYPE
+
+    yield Path(CATALOG_NAME)
+    for year in range(years[0], years[-1] + 1):
+        for half in ("0101_0630", "0701_1231"):
+            yield Path(DATA_DIRNAME, IMG_TYPE, str(year), f"SEVIR_VIL_STORMEVENTS_{year}_{half}.h5")
 
 
 def _add_sevir(commands) -> None:
@@ -87,14 +135,20 @@ def _run_sevir(args: argparse.Namespace) -> int:
     _non_negative(incomplete=args.incomplete)
     if args.size < 8 or args.frames < 2:
         raise UserError(f"--size must be >= 8 and --frames >= 2, got {args.size} and {args.frames}")
-    root = write_synthetic_sevir(
-        args.out,
-        n_events=args.events,
-        size=args.size,
-        frames=args.frames,
-        seed=args.seed,
-        n_incomplete=args.incomplete,
-        progress=not args.quiet,
+    root = _synthesize(
+        args,
+        "sevir",
+        _sevir_files(_SEVIR_YEARS),
+        lambda: write_synthetic_sevir(
+            args.out,
+            n_events=args.events,
+            size=args.size,
+            frames=args.frames,
+            seed=args.seed,
+            years=_SEVIR_YEARS,
+            n_incomplete=args.incomplete,
+            progress=not args.quiet,
+        ),
     )
     print(
         f"wrote {args.events + args.incomplete} SEVIR events ({args.size}×{args.size}×{args.frames}) "
@@ -119,7 +173,7 @@ def _add_enso(commands) -> None:
 
 
 def _run_enso(args: argparse.Namespace) -> int:
-    from earthcast.data.enso import write_synthetic_enso
+    from earthcast.data.enso import LABEL_FILE, TRAIN_FILE, write_synthetic_enso
 
     if args.cmip5_models < 3:
         raise UserError(
@@ -127,14 +181,19 @@ def _run_enso(args: argparse.Namespace) -> int:
         )
     _non_negative(cmip6_models=args.cmip6_models)
     _positive(cmip6_years=args.cmip6_years, cmip5_years=args.cmip5_years)
-    paths = write_synthetic_enso(
-        args.out,
-        n_cmip6_models=args.cmip6_models,
-        years_cmip6=args.cmip6_years,
-        n_cmip5_models=args.cmip5_models,
-        years_cmip5=args.cmip5_years,
-        seed=args.seed,
-        include_t300=not args.no_t300,
+    paths = _synthesize(
+        args,
+        "enso",
+        (Path(TRAIN_FILE), Path(LABEL_FILE)),
+        lambda: write_synthetic_enso(
+            args.out,
+            n_cmip6_models=args.cmip6_models,
+            years_cmip6=args.cmip6_years,
+            n_cmip5_models=args.cmip5_models,
+            years_cmip5=args.cmip5_years,
+            seed=args.seed,
+            include_t300=not args.no_t300,
+        ),
     )
     print(
         f"wrote {paths['train']} and {paths['label']}; "
@@ -175,6 +234,12 @@ def _check_digit_args(args: argparse.Namespace) -> None:
     _positive(size=args.size, seq_len=args.seq_len, digits=args.digits)
 
 
+def _split_files(args: argparse.Namespace, prefix: str) -> list[Path]:
+    """``<prefix>_<split>.h5`` of the splits asked for (a split of 0 sequences is not written)."""
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    return [Path(f"{prefix}_{split}.h5") for split, n in counts.items() if n > 0]
+
+
 def _report(written: dict[str, Path], reader: str, out: Path) -> None:
     files = ", ".join(str(p) for p in written.values())
     print(f"wrote {files}; read with {reader}('{out}', 'train')")
@@ -185,8 +250,13 @@ def _run_nbody(args: argparse.Namespace) -> int:
 
     _check_digit_args(args)
     config = NBodyConfig(size=args.size, seq_len=args.seq_len, num_digits=args.digits)
-    written = write_nbody(
-        args.out, args.train, args.val, args.test, seed=args.seed, config=config, progress=not args.quiet
+    written = _synthesize(
+        args,
+        "nbody",
+        _split_files(args, "nbody"),
+        lambda: write_nbody(
+            args.out, args.train, args.val, args.test, seed=args.seed, config=config, progress=not args.quiet
+        ),
     )
     _report(written, "earthcast.data.nbody.NBodyDataset", args.out)
     return 0
@@ -201,8 +271,13 @@ def _run_moving_mnist(args: argparse.Namespace) -> int:
             f"--size {args.size} is smaller than the {_MNIST_DIGIT}-pixel MNIST digits; use >= 28"
         )
     config = MovingMNISTConfig(size=args.size, seq_len=args.seq_len, num_digits=args.digits)
-    written = write_moving_mnist(
-        args.out, args.train, args.val, args.test, seed=args.seed, config=config, progress=not args.quiet
+    written = _synthesize(
+        args,
+        "moving_mnist",
+        _split_files(args, "moving_mnist"),
+        lambda: write_moving_mnist(
+            args.out, args.train, args.val, args.test, seed=args.seed, config=config, progress=not args.quiet
+        ),
     )
     _report(written, "earthcast.data.moving_mnist.MovingMNISTDataset", args.out)
     return 0
@@ -265,8 +340,7 @@ def _run_radar(args: argparse.Namespace) -> int:
 
     if args.out.suffix.lower() not in (".zarr", ".nc"):
         raise UserError(f"--out '{args.out}' must end in .zarr or .nc")
-    if args.out.exists() and not args.overwrite:
-        raise UserError(f"--out '{args.out}' exists; pass --overwrite to replace it")
+    check_output("--out", args.out, args.overwrite, store=args.out.suffix.lower() == ".zarr")
     if not args.path.exists():
         raise UserError(f"--path '{args.path}' not found; give the directory holding the {args.source} files")
     for flag in ("start", "end"):
@@ -292,14 +366,25 @@ def _run_radar(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise UserError(f"{err}") from err
     except OSError as err:  # a damaged frame or an importer failure (FileNotFoundError passes through)
-        if isinstance(err, FileNotFoundError):
-            raise
+        if isinstance(err, FileNotFoundError) or not _blames_input(err, args.path):
+            raise  # writing --out failed: a disk error, reported with its path by earthcast.cli.main
         raise UserError(f"{err}; remove or replace that file, or narrow --start/--end") from err
     print(
         f"wrote {out} (variable 'precip' (time, y, x)); train on it with "
         f"`earthcast fit radar --set data.root={out}` (README: Your own data)"
     )
     return 0
+
+
+def _blames_input(err: OSError, frames: Path) -> bool:
+    """Whether ``err`` is about the input frames under ``frames`` (a damaged or unreadable frame),
+    not about writing the output. The importers' own failures name their frame in the message
+    and carry no path; errors that carry paths are the input's only when the paths are in it."""
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    if not paths:
+        return True
+    root = frames.resolve()
+    return any(Path(p).resolve().is_relative_to(root) for p in paths)
 
 
 def _add_radar_sources(commands) -> None:
@@ -335,6 +420,7 @@ def _run_radar_sources(args: argparse.Namespace) -> int:
         raise UserError(f"--sources: unknown {unknown}; valid: {', '.join(RADAR_SOURCE_NAMES)}")
     if args.pixel_km is not None and args.pixel_km <= 0:
         raise UserError(f"--pixel-km {args.pixel_km}: must be > 0")
+    check_writable("--out", args.out)
     given = {"pixel_km": args.pixel_km, "transform": args.transform, "threshold": args.threshold}
     try:
         stores = import_radar_sources(

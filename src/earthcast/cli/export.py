@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from earthcast.cli import UserError
+from earthcast.cli import UserError, check_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.ckpt.is_file():
         raise UserError(f"checkpoint '{args.ckpt}' not found; pass the .ckpt written by `earthcast fit`")
-    if args.out.exists() and not args.overwrite:
-        raise UserError(f"--out '{args.out}' exists; pass --overwrite to replace it")
+    if args.out.suffix != ".pt2":
+        raise UserError(f"--out '{args.out}' must end in .pt2 (a torch.export archive)")
+    check_output("--out", args.out, args.overwrite)  # a folder there, or one not writable
     checkpoint = read_checkpoint(args.ckpt)
     hparams = checkpoint.get("hyper_parameters") or {}
     if hparams.get("task") == "diffusion":

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from earthcast.cli import UserError
+from earthcast.cli import UserError, check_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -127,10 +127,9 @@ def run(args: argparse.Namespace) -> int:
 def _check_paths(args: argparse.Namespace) -> None:
     if args.output.suffix.lower() != ".nc":
         raise UserError(f"--output '{args.output}' must end in .nc (a NetCDF forecast is written)")
-    if args.output.exists() and not args.overwrite:
-        raise UserError(f"--output '{args.output}' exists; pass --overwrite to replace it")
     if args.output.resolve() == args.input.resolve():
         raise UserError("--output must differ from --input")
+    check_output("--output", args.output, args.overwrite)  # a folder there, or one not writable
     if not args.ckpt.is_file():
         raise UserError(f"checkpoint '{args.ckpt}' not found; pass the .ckpt written by `earthcast fit`")
     if args.batch_size < 1:
